@@ -1,0 +1,167 @@
+r"""The LSTM cell and the layer that scans it over time.
+
+For an input x_t and the previous state (h_{t-1}, c_{t-1}):
+
+    i_t = σ(x_t W_xi + h_{t-1} W_hi + b_i)      input gate
+    f_t = σ(x_t W_xf + h_{t-1} W_hf + b_f)      forget gate
+    g_t = tanh(x_t W_xg + h_{t-1} W_hg + b_g)   candidate cell values (the tutorials' C̃)
+    o_t = σ(x_t W_xo + h_{t-1} W_ho + b_o)      output gate
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ tanh(c_t)
+
+Parameters are stored fused, one matrix for all four gates: W_x is I×4H, W_h is H×4H and b is
+4H, with the gates laid out along the last axis in the order of `GATE_ORDER` = (i, f, g, o).
+That is Keras's order (i, f, c, o), so a Keras LSTM's kernel, recurrent_kernel and bias copy in
+unchanged, and it is also the order of Flax's fused `OptimizedLSTMCell`. Gates are addressed by
+name through `gate_params()` / `set_gate_params()`, never by slice offsets elsewhere.
+
+Why fused: one [B, H] × [H, 4H] matmul per step is faster than four [B, H] × [H, H] ones.
+Why the input projection is outside the scan: x_t W_x + b does not depend on h, so for all T
+steps it is one large [B·T, I] × [I, 4H] matmul (or, for one-hot and embedded inputs, a row
+gather from a V×4H table) instead of T small ones inside the sequential loop; the scan is left
+with only h_{t-1} W_h and elementwise work (design.md, principle 1).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+GATE_ORDER = ("i", "f", "g", "o")
+
+
+class LSTMState(NamedTuple):
+    """The recurrent carry. Order (h, c): h is what the next layer sees, c is the memory."""
+
+    h: jax.Array  # [B, H]
+    c: jax.Array  # [B, H]
+
+
+class Gates(NamedTuple):
+    """Post-activation gate values of one step (each [B, H]); emitted only when tracing."""
+
+    i: jax.Array
+    f: jax.Array
+    g: jax.Array
+    o: jax.Array
+
+
+def glorot_uniform(key, shape, dtype=jnp.float32):
+    """Keras's default kernel init: U(±sqrt(6 / (fan_in + fan_out))) over the whole fused matrix."""
+    fan_in, fan_out = shape
+    limit = jnp.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def keras_orthogonal(key, shape, dtype=jnp.float32):
+    """Keras's `Orthogonal` init applied to the fused H×4H recurrent kernel, as Keras does it.
+
+    Keras draws one orthogonal matrix of the kernel's full shape, so for H×4H the *rows* are
+    orthonormal (W_h W_hᵀ = I_H); each H×H gate block on its own is not orthogonal.
+    """
+    rows, cols = shape
+    flat = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+    q, r = jnp.linalg.qr(flat)
+    q = q * jnp.sign(jnp.diag(r))  # makes the draw uniform over orthogonal matrices
+    if rows < cols:
+        q = q.T
+    return q.astype(dtype)
+
+
+def unit_forget_bias(hidden_size, dtype=jnp.float32):
+    """Zeros except b_f = 1 (Keras `unit_forget_bias`; Jozefowicz et al., 2015): the cell starts
+    out remembering, so gradients flow through c early in training."""
+    gates = {name: jnp.zeros((hidden_size,), dtype) for name in GATE_ORDER}
+    gates["f"] = jnp.ones((hidden_size,), dtype)
+    return jnp.concatenate([gates[name] for name in GATE_ORDER])
+
+
+def split_gates(z):
+    """Splits a [..., 4H] pre-activation into its named gate pieces (the one place offsets live)."""
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return {"i": i, "f": f, "g": g, "o": o}
+
+
+def lstm_step(W_h, state: LSTMState, x_proj):
+    """The equations of the module docstring, one line per gate. x_proj = x_t W_x + b, [B, 4H]."""
+    z = split_gates(x_proj + state.h @ W_h)
+    i = jax.nn.sigmoid(z["i"])
+    f = jax.nn.sigmoid(z["f"])
+    g = jnp.tanh(z["g"])
+    o = jax.nn.sigmoid(z["o"])
+    c = f * state.c + i * g
+    h = o * jnp.tanh(c)
+    return LSTMState(h=h, c=c), Gates(i=i, f=f, g=g, o=o)
+
+
+class LSTMCell(nnx.Module):
+    """One LSTM cell with fused parameters `W_x` [I, 4H], `W_h` [H, 4H] and `b` [4H]."""
+
+    def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs,
+                 param_dtype=jnp.float32):
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.W_x = nnx.Param(glorot_uniform(rngs.params(), (input_size, 4 * hidden_size), param_dtype))
+        self.W_h = nnx.Param(keras_orthogonal(rngs.params(), (hidden_size, 4 * hidden_size), param_dtype))
+        self.b = nnx.Param(unit_forget_bias(hidden_size, param_dtype))
+
+    # -- per-gate views, for tests and notebooks -------------------------------------------------
+    def gate_params(self) -> dict[str, dict[str, jax.Array]]:
+        """{"i": {"W_x": [I, H], "W_h": [H, H], "b": [H]}, "f": …, "g": …, "o": …}."""
+        W_x, W_h, b = (split_gates(p[...]) for p in (self.W_x, self.W_h, self.b))
+        return {name: {"W_x": W_x[name], "W_h": W_h[name], "b": b[name]} for name in GATE_ORDER}
+
+    def set_gate_params(self, gates: dict[str, dict[str, jax.Array]]) -> None:
+        """Inverse of `gate_params()`: writes per-gate pieces back into the fused parameters.
+        Gates or pieces left out keep their current values."""
+        current = self.gate_params()
+        for name, pieces in gates.items():
+            if name not in GATE_ORDER:
+                raise KeyError(f"unknown gate {name!r}; gates are {GATE_ORDER}")
+            for key, value in pieces.items():
+                expected = current[name][key].shape
+                if jnp.shape(value) != expected:
+                    raise ValueError(f"gate {name} {key}: got shape {jnp.shape(value)}, expected {expected}")
+                current[name][key] = jnp.asarray(value)
+        for key, param in (("W_x", self.W_x), ("W_h", self.W_h), ("b", self.b)):
+            fused = jnp.concatenate([current[n][key] for n in GATE_ORDER], axis=-1)
+            param[...] = fused.astype(param[...].dtype)
+
+    # -- the computation ----------------------------------------------------------------------------
+    def initial_state(self, batch_size: int, dtype=jnp.float32) -> LSTMState:
+        zeros = jnp.zeros((batch_size, self.hidden_size), dtype)
+        return LSTMState(h=zeros, c=zeros)
+
+    def project_inputs(self, x):
+        """x [..., I] → x W_x + b [..., 4H]; called once for every time step at once."""
+        return x @ self.W_x[...] + self.b[...]
+
+    def project_tokens(self, tokens):
+        """For one-hot input, x_t W_x is row `token` of W_x: a gather replaces the matmul."""
+        return jnp.take(self.W_x[...], tokens, axis=0) + self.b[...]
+
+    def step(self, state: LSTMState, x_proj):
+        """One time step from a pre-computed input projection x_proj = x_t W_x + b, [B, 4H].
+        Returns the new state and the gate activations."""
+        return lstm_step(self.W_h[...], state, x_proj)
+
+    def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False):
+        """Runs `step` over time with `jax.lax.scan`.
+
+        x_proj: [T, B, 4H], time-major (the scan walks the leading axis).
+        Returns (final_state, hs [T, B, H]) or, with trace=True,
+        (final_state, (hs, cs, Gates)) where every array is [T, B, H]. Both paths run the
+        same `step`, so traced gates are exactly the ones the forward pass used.
+        """
+        W_h = self.W_h[...]
+
+        def body(carry, xp):
+            # Closing over W_h as a plain array (not the module) keeps the scan body pure.
+            new_state, gates = lstm_step(W_h, carry, xp)
+            out = (new_state.h, new_state.c, gates) if trace else new_state.h
+            return new_state, out
+
+        final_state, outputs = jax.lax.scan(body, state, x_proj, unroll=unroll)
+        return final_state, outputs

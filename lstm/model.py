@@ -1,0 +1,136 @@
+"""CharLSTM: input encoding → stacked LSTM layers (+ dropout) → dense head to vocabulary logits.
+
+Inside the model, activations are time-major ([T, B, …]) because `jax.lax.scan` walks the
+leading axis; only the token input and the logits output are batch-major ([B, T, …]), so the
+transposes touch int tokens and V-wide logits, never the hidden activations.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, glorot_uniform
+
+ENCODINGS = ("scaled", "onehot", "embed")
+
+
+class CharLSTM(nnx.Module):
+    """A character language model.
+
+    Encodings of the input token k (vocabulary size V):
+      scaled: one float feature k / V (the Keras tutorial; its first W_x is 1×4H);
+      onehot: the one-hot vector e_k, so x_t W_x is row k of W_x (a gather, no matmul);
+      embed:  a learned D-wide embedding E[k]; without input dropout x_t W_x is row k of the
+              V×4H table E W_x, again a gather.
+    Dropout follows every LSTM layer (the tutorial's Dropout(0.2) after each LSTM), and
+    optionally the input (the tutorial's extension 6).
+    """
+
+    def __init__(self, vocab_size: int, *, hidden_sizes: Sequence[int] = (256,),
+                 encoding: str = "scaled", embed_dim: int = 64, dropout: float = 0.0,
+                 input_dropout: float = 0.0, unroll: int = 1, rngs: nnx.Rngs):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
+        if not hidden_sizes:
+            raise ValueError("hidden_sizes must name at least one layer")
+        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        self.vocab_size = vocab_size
+        self.encoding = encoding
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.dropout = dropout
+        self.input_dropout = input_dropout
+        self.unroll = unroll
+        if encoding == "embed":
+            # Keras's Embedding default init, U(±0.05).
+            self.embedding = nnx.Param(
+                jax.random.uniform(rngs.params(), (vocab_size, embed_dim), jnp.float32, -0.05, 0.05))
+        input_size = {"scaled": 1, "onehot": vocab_size, "embed": embed_dim}[encoding]
+        layers = []
+        for hidden in self.hidden_sizes:
+            layers.append(LSTMCell(input_size, hidden, rngs=rngs))
+            input_size = hidden
+        self.layers = nnx.List(layers)
+        self.head_W = nnx.Param(glorot_uniform(rngs.params(), (input_size, vocab_size)))
+        self.head_b = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
+
+    def initial_state(self, batch_size: int) -> tuple[LSTMState, ...]:
+        return tuple(layer.initial_state(batch_size) for layer in self.layers)
+
+    def __call__(self, tokens, state=None, *, train: bool = False, dropout_key=None):
+        """tokens [B, T] int → (logits [B, T, V], final states: one LSTMState per layer).
+
+        Feed the returned states back as `state` to continue the sequence. With train=True and
+        any dropout, `dropout_key` is required: the masks are a pure function of it.
+        """
+        logits, states, _ = self._forward(tokens, state, train, dropout_key, trace=False)
+        return logits, states
+
+    def _forward(self, tokens, state, train, dropout_key, *, trace):
+        tokens = jnp.asarray(tokens)
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
+        use_dropout = train and (self.dropout > 0 or self.input_dropout > 0)
+        if use_dropout and dropout_key is None:
+            raise ValueError("train=True with dropout needs a dropout_key")
+        if state is None:
+            state = self.initial_state(tokens.shape[0])
+        if len(state) != len(self.layers):
+            raise ValueError(f"state has {len(state)} layers, the model {len(self.layers)}")
+
+        def drop(x, rate, index):
+            # Inverted dropout; each site folds its own index into the key, so masks never repeat.
+            if not (use_dropout and rate > 0):
+                return x
+            keep = jax.random.bernoulli(jax.random.fold_in(dropout_key, index), 1.0 - rate, x.shape)
+            return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+        time_major = tokens.T  # [T, B]
+        input_dropout_on = use_dropout and self.input_dropout > 0
+        x_proj = self._first_projection(
+            time_major, lambda x: drop(x, self.input_dropout, 0), input_dropout_on)
+        final_states, traces = [], []
+        for index, (layer, layer_state) in enumerate(zip(self.layers, state)):
+            if index > 0:
+                x_proj = layer.project_inputs(hs)
+            layer_final, out = layer.scan(x_proj, layer_state, unroll=self.unroll, trace=trace)
+            if trace:
+                hs, cs, gates = out
+                traces.append({**{n: getattr(gates, n) for n in GATE_ORDER}, "c": cs, "h": hs})
+            else:
+                hs = out
+            final_states.append(layer_final)
+            hs = drop(hs, self.dropout, index + 1)
+        logits = hs @ self.head_W[...] + self.head_b[...]
+        return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces
+
+    def _first_projection(self, time_major_tokens, input_dropout, input_dropout_on):
+        """x_t W_x + b for the first layer and every step at once, [T, B, 4H]."""
+        first = self.layers[0]
+        if self.encoding == "scaled":
+            x = (time_major_tokens.astype(jnp.float32) / self.vocab_size)[..., None]
+            return first.project_inputs(input_dropout(x))
+        if self.encoding == "onehot":
+            # Dropout on a one-hot vector only matters at its hot entry: it zeroes or rescales
+            # the whole gathered row, which is exactly a [T, B, 1] mask on the row.
+            if not input_dropout_on:
+                return jnp.take(first.W_x[...], time_major_tokens, axis=0) + first.b[...]
+            scale = input_dropout(jnp.ones(time_major_tokens.shape + (1,), jnp.float32))
+            return jnp.take(first.W_x[...], time_major_tokens, axis=0) * scale + first.b[...]
+        if input_dropout_on:  # the mask acts on the D-wide embedding, so the table trick is off
+            x = jnp.take(self.embedding[...], time_major_tokens, axis=0)
+            return first.project_inputs(input_dropout(x))
+        table = self.embedding[...] @ first.W_x[...]  # V×4H: one small matmul per call
+        return jnp.take(table, time_major_tokens, axis=0) + first.b[...]
+
+
+def trace(model: CharLSTM, tokens, state=None):
+    """Per-layer gate activity: a list (one entry per layer) of dicts with keys
+    i, f, g, o, c, h, each [B, T, H]. Runs the model's own forward pass (deterministic, no
+    dropout) with the scan emitting its gates, so the values are the ones the model used."""
+    _, _, traces = model._forward(tokens, state, False, None, trace=True)
+    return [{name: jnp.swapaxes(value, 0, 1) for name, value in layer.items()} for layer in traces]
