@@ -127,6 +127,34 @@ class CharLSTM(nnx.Module):
         table = self.embedding[...] @ first.W_x[...]  # V×4H: one small matmul per call
         return jnp.take(table, time_major_tokens, axis=0) + first.b[...]
 
+    def input_table(self):
+        """The first layer's input projection for every vocabulary entry, [V, 4H] (bias
+        included), or None for `scaled`. Precompute it once for token-by-token decoding."""
+        first = self.layers[0]
+        if self.encoding == "onehot":
+            return first.W_x[...] + first.b[...]
+        if self.encoding == "embed":
+            return self.embedding[...] @ first.W_x[...] + first.b[...]
+        return None
+
+    def decode_step(self, tokens, states, table=None):
+        """One step for generation: tokens [B] → (logits [B, V], new states), no dropout.
+
+        Uses the same `step` as the scanned forward pass; `table` from `input_table()` turns
+        the first layer's input projection into a row gather."""
+        if table is not None:
+            x_proj = jnp.take(table, tokens, axis=0)
+        else:
+            x_proj = self._first_projection(tokens[None], lambda x: x, False)[0]
+        new_states = []
+        for index, (layer, state) in enumerate(zip(self.layers, states)):
+            if index > 0:
+                x_proj = layer.project_inputs(h)
+            state, _ = layer.step(state, x_proj)
+            h = state.h
+            new_states.append(state)
+        return h @ self.head_W[...] + self.head_b[...], tuple(new_states)
+
 
 def trace(model: CharLSTM, tokens, state=None):
     """Per-layer gate activity: a list (one entry per layer) of dicts with keys

@@ -144,6 +144,20 @@ def test_trace_matches_equations_and_the_forward_pass():
     np.testing.assert_allclose(head, logits, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("encoding", ["scaled", "onehot", "embed"])
+def test_decode_step_token_by_token_equals_the_scanned_forward_pass(encoding):
+    model = make_model(encoding)
+    tokens, state = tokens_and_state()
+    logits, final = model(tokens, state)
+    table = model.input_table()
+    states = state
+    for t in range(T):
+        step_logits, states = model.decode_step(jnp.asarray(tokens[:, t]), states, table)
+        np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
+    for a, b in zip(states, final):
+        np.testing.assert_allclose(a.h, b.h, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_arguments_fail_with_clear_messages():
     with pytest.raises(ValueError, match="encoding"):
         lstm.CharLSTM(V, encoding="binary", rngs=nnx.Rngs(0))
