@@ -1,0 +1,327 @@
+"""Checkpoints: the best k by a monitored metric plus the latest, and the config and vocabulary.
+
+A workdir's `checkpoints/` folder is self-describing: Orbax step folders hold the training state
+and a small JSON `extra` (epoch, data position, histories), and `config.json` / `vocab.json`
+beside them let the sampler rebuild the model from that folder alone.
+
+Multi-host: every process calls `save` and `restore`; Orbax coordinates which process writes
+what, so nothing here is gated on the process index except the files Orbax does not manage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import math
+import numbers
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+CHECKPOINTS = "checkpoints"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+_METRIC = "metric"
+_UNSET = object()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint problem the user can act on; str(e) is one line for the terminal."""
+
+
+class _QuietOrbax(std_logging.Filter):
+    """Drops Orbax's INFO chatter (a dozen lines per save) and its warning that a save carried
+    no metric, which is how latest-only checkpoints are saved on purpose; other warnings pass."""
+
+    def filter(self, record):
+        if f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        return (
+            record.levelno >= std_logging.WARNING and "provide metrics" not in record.getMessage()
+        )
+
+
+_QUIET_ORBAX = _QuietOrbax()
+
+
+def _metric_of(metrics):
+    return metrics[_METRIC]
+
+
+def _describe(error):
+    """The first line of an Orbax/TensorStore error, without the JSON spec TensorStore appends."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text.split(" [tensorstore_spec=")[0][:400]
+
+
+class Checkpointer:
+    """Saves and restores the training state of one workdir (see the module docstring)."""
+
+    def __init__(self, workdir, *, keep_best: int = 3, best_mode: str = "min"):
+        if best_mode not in ("min", "max"):
+            raise CheckpointError(f"best_mode must be 'min' or 'max', not {best_mode!r}")
+        if keep_best < 0:
+            raise CheckpointError(f"keep_best must be >= 0, not {keep_best}")
+        logging.get_absl_logger().addFilter(_QUIET_ORBAX)  # filters are a set: no duplicates
+        self.workdir = os.fspath(workdir)
+        self.directory = Path(workdir) / CHECKPOINTS
+        # One manager, not a `latest/` and a `best/` pair: each step is written once, and
+        # AnyPreservationPolicy keeps a step if any rule keeps it, so LatestN(1) alone guarantees
+        # the newest step survives however bad its metric. BestN ranks only steps with a metric
+        # (keep_checkpoints_without_metrics=False: a metric-less step goes once it is not the
+        # latest and more than keep_best steps exist), so disk holds at most keep_best + 1 steps.
+        keep = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [
+                ocp.checkpoint_managers.LatestN(n=1),
+                ocp.checkpoint_managers.BestN(
+                    get_metric_fn=_metric_of,
+                    reverse=(best_mode == "min"),
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            best_fn=_metric_of,  # without it Orbax neither stores metrics nor ranks best_step()
+            best_mode=best_mode,
+            preservation_policy=keep,
+            # Synchronous: when save() returns the step is on disk, so resume sees exactly it.
+            enable_async_checkpointing=False,
+            # Orbax would delete half-written steps on construction, including the save in
+            # flight of a trainer when a sampler opens the same workdir; save() sweeps instead.
+            cleanup_tmp_directories=False,
+            create=False,  # the sampler must not litter a mistyped workdir; save() creates it
+        )
+        # Handlers named up front so item_metadata() works before the first restore.
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "extra": ocp.JsonCheckpointHandler(),
+            },
+        )
+        self._swept = False
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The step with the best metric, or None when no step carries one."""
+        return self._manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state, *, metric: float | None = None, extra: dict | None = None):
+        """Writes step `step`; on return it is complete. Orbax writes into a temporary folder
+        and renames it into place, so a kill at any moment leaves earlier steps intact and the
+        partial one unlisted."""
+        step = int(step)
+        latest = self.latest_step()
+        if latest is not None and step <= latest:
+            raise CheckpointError(
+                f"cannot save step {step} in {self.workdir}: " f"it already holds step {latest}"
+            )
+        # A diverged (non-finite) metric cannot be best, and NaN would scramble the ranking.
+        ranked = metric is not None and math.isfinite(metric)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self._swept and jax.process_index() == 0:
+            # Steps a killed run left half-written are never read, but each holds a whole
+            # state's worth of disk. Only the writer sweeps: none of them can be in flight.
+            for leftover in ocp.utils.tmp_checkpoints(self.directory):
+                shutil.rmtree(leftover.get(), ignore_errors=True)
+        self._swept = True
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(dict(extra or {}))
+            ),
+            metrics={_METRIC: float(metric)} if ranked else None,
+            force=True,
+        )  # the step check above stands in for Orbax's save-interval policy
+        self._manager.wait_until_finished()
+
+    def restore(self, target, which: str | int = "latest") -> tuple[int, object, dict]:
+        """Returns (step, state, extra) for `which` ("latest", "best" or a step number), the
+        state shaped, typed and sharded like `target` (arrays or jax.ShapeDtypeStruct leaves)."""
+        named = {"latest": self.latest_step, "best": self.best_step}
+        if which in named:
+            step = named[which]()
+        elif isinstance(which, numbers.Integral):
+            step = int(which)
+        else:
+            raise CheckpointError(f"which must be 'latest', 'best' or a step, not {which!r}")
+        if step is None:
+            raise CheckpointError(f"no {which} checkpoint to restore in {self.directory}")
+        if step not in self.all_steps():
+            raise CheckpointError(f"no checkpoint for step {step} in {self.directory}")
+        self._check_matches(step, target)
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target), extra=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as e:  # Orbax and TensorStore raise many types; the user needs one line
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} is unreadable: " f"{_describe(e)}"
+            ) from e
+        return step, restored["state"], dict(restored["extra"] or {})
+
+    def _check_matches(self, step: int, target) -> None:
+        """Compares names, shapes and dtypes with the step's metadata before any array is read,
+        so a checkpoint of another config fails with a sentence, not a TensorStore traceback."""
+        try:
+            saved_tree = self._manager.item_metadata(step)["state"].tree
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.directory} is unreadable: " f"{_describe(e)}"
+            ) from e
+        saved = {leaf.name: leaf for leaf in jax.tree.leaves(saved_tree)}
+        wanted = {
+            ".".join(ocp.tree.str_keypath(path)): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(target)[0]
+        }
+        # The shallowest name is the recognisable one: params.embed before opt_state.0.mu.embed.
+        by_depth = lambda names: sorted(names, key=lambda name: (name.count("."), name))
+        here = f"checkpoint in {self.workdir}"
+        why = "it was written by a different config or vocabulary"
+        for names, verb, expects in (
+            (set(wanted) - set(saved), "lacks", "expects"),
+            (set(saved) - set(wanted), "has", "does not expect"),
+        ):
+            if names:
+                more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+                raise CheckpointError(
+                    f"{here} {verb} {by_depth(names)[0]}{more}, which the "
+                    f"training state {expects}: {why}"
+                )
+        for name in by_depth(wanted):
+            leaf, have = wanted[name], saved[name]
+            if not isinstance(have, ocp.metadata.ArrayMetadata):
+                continue  # strings: nothing shaped to compare
+            if tuple(np.shape(leaf)) != tuple(have.shape):
+                raise CheckpointError(
+                    f"{here} has {name} with shape {tuple(have.shape)} where the "
+                    f"config expects {tuple(np.shape(leaf))}: {why}"
+                )
+            # Python scalars are stored 64-bit, whatever dtype a weakly typed target guesses.
+            if isinstance(have, ocp.metadata.ScalarMetadata) or not hasattr(leaf, "dtype"):
+                continue
+            if np.dtype(leaf.dtype) != np.dtype(have.dtype):
+                raise CheckpointError(
+                    f"{here} has {name} as {np.dtype(have.dtype)} where the "
+                    f"config expects {np.dtype(leaf.dtype)}: {why}"
+                )
+
+    def write_meta(self, *, config, vocab_json: str) -> None:
+        """Writes config.json and vocab.json, each whole or not at all."""
+        json.loads(vocab_json)  # fail here, not later in the sampler
+        if jax.process_index() == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(self.directory / CONFIG_FILE, _to_json(config))
+            _write_atomically(self.directory / VOCAB_FILE, vocab_json)
+        ocp.multihost.sync_global_processes("lstm_checkpoint_write_meta")  # others may read next
+
+    def check_compatible(self, config, vocab_json: str, keys=("model",)) -> None:
+        """Refuses to resume over another model's checkpoints: the vocabulary and the config
+        entries under `keys` (dotted paths) must equal those the workdir was started with."""
+        if not any((self.directory / name).exists() for name in (CONFIG_FILE, VOCAB_FILE)):
+            return  # a fresh workdir
+        saved_config, saved_vocab = read_meta(self.workdir)
+        refusal = (
+            f"workdir {self.workdir} holds checkpoints for a different model: {{}}; "
+            "use another --workdir or delete it"
+        )
+        if json.loads(saved_vocab) != json.loads(vocab_json):
+            raise CheckpointError(
+                refusal.format(_vocab_difference(json.loads(saved_vocab), json.loads(vocab_json)))
+            )
+        before, now = _flatten(saved_config), _flatten(json.loads(_to_json(config)))
+        for key in keys:
+            for name in sorted(n for n in before.keys() | now.keys() if _under(n, key)):
+                was, is_now = before.get(name, _UNSET), now.get(name, _UNSET)
+                if was != is_now:
+                    raise CheckpointError(
+                        refusal.format(f"{name} was {_show(was)}, now {_show(is_now)}")
+                    )
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def read_meta(workdir) -> tuple[dict, str]:
+    """Returns (config dict, vocabulary JSON) as written by Checkpointer.write_meta."""
+    directory = Path(workdir) / CHECKPOINTS
+    texts = []
+    for name in (CONFIG_FILE, VOCAB_FILE):
+        try:
+            texts.append((directory / name).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot read {directory / name} ({e.strerror}): "
+                f"is {workdir} a training workdir?"
+            ) from e
+    try:
+        return json.loads(texts[0]), texts[1]
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{directory / CONFIG_FILE} is not valid JSON: {e}") from e
+
+
+def _to_json(config) -> str:
+    config = config.to_dict() if hasattr(config, "to_dict") else config  # ml_collections
+    # str() for stray non-JSON values (dtypes, paths): the record stays readable and comparable.
+    return json.dumps(config, indent=2, sort_keys=True, default=str)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _vocab_difference(before, now) -> str:
+    """Vocab.to_json() writes {"chars": [...]}; a bare list of symbols reads the same way."""
+    before, now = (v.get("chars", v) if isinstance(v, dict) else v for v in (before, now))
+    if not (isinstance(before, list) and isinstance(now, list)):
+        return "the vocabulary differs"
+    changes = [
+        f"{label} {''.join(sorted(map(str, symbols)))[:20]!r}"
+        for label, symbols in (("adds", set(now) - set(before)), ("drops", set(before) - set(now)))
+        if symbols
+    ]
+    detail = "; ".join(changes) or "same symbols, in another order"
+    return f"the vocabulary differs ({len(before)} symbols, now {len(now)}; {detail})"
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _under(name: str, key: str) -> bool:
+    return name == key or name.startswith(key + ".")
+
+
+def _show(value) -> str:
+    """JSON turned the config's tuples into lists; show them as the config spells them."""
+    as_tuples = lambda v: tuple(map(as_tuples, v)) if isinstance(v, list) else v
+    return "unset" if value is _UNSET else repr(as_tuples(value))
