@@ -1,0 +1,63 @@
+"""Base configuration: every field any config may set, with the reason for its default.
+
+Other configs import this, call `get_config()` and override a few fields. Every field can be
+overridden from the command line: `--config.train.batch_size=32`.
+"""
+import ml_collections
+
+
+def get_config():
+    config = ml_collections.ConfigDict()
+    config.name = "default"  # names the default workdir: runs/<name>
+    config.seed = 0  # fixes init, shuffling and dropout; on CPU the same command repeats exactly
+
+    config.data = data = ml_collections.ConfigDict()
+    data.path = "data/wonderland.txt"  # downloaded (sha256-checked) from Project Gutenberg if missing
+    data.download = True  # only the default Alice file is ever downloaded
+    data.strip_gutenberg = True  # keep the book between the *** START/END *** markers
+    data.lowercase = True  # the tutorial lower-cases to shrink the vocabulary
+    data.allowed_chars = ""  # non-empty: drop every other character (tutorial extension 2)
+    data.ascii_only = False
+    data.val_fraction = 0.1  # contiguous held-out tail; the faithful configs set 0 like the tutorial
+    data.seq_len = 100  # the tutorial's window
+    data.stride = 1  # distance between window starts; 1 = every window (the tutorial)
+    data.objective = "last"  # last | all | stateful (design.md, "Objectives")
+
+    config.model = model = ml_collections.ConfigDict()
+    model.encoding = "scaled"  # scaled (the tutorial: index / V) | onehot | embed
+    model.embed_dim = 64  # only for encoding=embed
+    model.hidden_sizes = (256,)
+    model.dropout = 0.2  # after every LSTM layer, as the tutorial's Dropout(0.2)
+    model.input_dropout = 0.0  # tutorial extension 6
+    model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
+
+    config.train = train = ml_collections.ConfigDict()
+    train.batch_size = 128
+    train.num_epochs = 20
+    train.max_steps = 0  # > 0 stops early (tests, smoke runs)
+    train.time_budget_s = 0.0  # > 0 stops after this much wall time (the Shakespeare race)
+    train.optimizer = "adam"  # adam | adamw
+    train.learning_rate = 1e-3  # Keras Adam default
+    train.b1 = 0.9  # Keras Adam default
+    train.b2 = 0.999  # Keras Adam default
+    train.eps = 1e-7  # Keras's epsilon (optax's default is 1e-8)
+    train.weight_decay = 0.0  # adamw only
+    train.grad_clip_norm = 0.0  # > 0 clips the global gradient norm; the tutorial does not clip
+    train.lr_schedule = "constant"  # constant | cosine (decays to lr_end_fraction by the last step)
+    train.warmup_steps = 0
+    train.lr_end_fraction = 0.1
+    train.steps_per_dispatch = 1  # > 1 scans several optimizer steps per jit call (short steps)
+    train.log_every_steps = 50
+    train.eval_every_steps = 0  # 0: evaluate at each epoch end only
+
+    config.eval = evaluation = ml_collections.ConfigDict()
+    evaluation.batch_size = 256
+    evaluation.max_windows = 4096  # caps the held-out windows per evaluation
+    evaluation.sample_length = 200  # characters generated and logged at each evaluation
+    evaluation.sample_temperature = 0.5
+
+    config.checkpoint = checkpoint = ml_collections.ConfigDict()
+    checkpoint.keep_best = 3
+    checkpoint.monitor = "val_loss"  # val_loss | train_loss (the tutorial's save_best_only on loss)
+    checkpoint.every_steps = 500  # "latest" saves for resume, besides the one at every epoch end
+    return config

@@ -1,0 +1,59 @@
+"""What the thin scripts share: one-line errors instead of tracebacks, and absl start-up."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from absl import flags, logging
+
+
+def fail(message: str):
+    """Prints `error: message` on one line and exits 1."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Turns the library's user-facing errors into one line on stderr and exit status 1.
+
+    Only the library's own error types (all ValueError/RuntimeError subclasses with one-line
+    messages) and OS errors are caught; a genuine bug still shows its traceback."""
+    from lstm import checkpoint, data, train
+    expected = (data.DataError, checkpoint.CheckpointError, train.ConfigError, train.TrainingError,
+                OSError)
+    try:
+        yield
+    except expected as error:
+        fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume from the latest checkpoint")
+
+
+def run(main) -> None:
+    """Parses flags once, with flag errors (unknown flags, typo'd config keys, bad values) on one
+    line instead of absl's usage dump or a traceback, then calls `main(argv)`."""
+    for arg in sys.argv[1:]:
+        # config_flags reports a missing config file only as "failed loading config_config".
+        if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
+            fail(f"config file {arg.split('=', 1)[1]} not found")
+    try:
+        argv = flags.FLAGS(sys.argv)
+    except flags.Error as error:
+        fail(str(error).splitlines()[0])
+    except (AttributeError, KeyError, ValueError, TypeError, OSError, SyntaxError) as error:
+        # config_flags raises these for `--config.model.widht=3`, an unparsable value or a
+        # config file that does not load.
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        overrides = [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--config.")]
+        fail(f"bad config override {' '.join(overrides)}: {detail}" if overrides else f"bad flag: {detail}")
+    logging.use_absl_handler()
+    main(argv)
+
+
+def format_summary(summary: dict, workdir) -> str:
+    keys = ("step", "epoch", "train_loss", "val_loss", "val_bpc", "val_last_char_loss", "elapsed_s")
+    parts = [f"{k}={summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k}={summary[k]}"
+             for k in keys if k in summary]
+    return f"done ({workdir}): " + " ".join(parts)

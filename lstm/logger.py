@@ -1,0 +1,130 @@
+"""Where a run's numbers go: a progress line, metrics.jsonl, TensorBoard events and loss.png.
+
+metrics.jsonl is the record of truth (one JSON object per event, with `step`, `event` and
+`wall_time`); the plot and the curves in docs are made from it, never from console text.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "loss.png"
+
+
+def read_metrics(workdir) -> list[dict]:
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill mid-write; nothing after it is trustworthy
+    return records
+
+
+class MetricLogger:
+    """Writes every record to metrics.jsonl and TensorBoard; prints progress to the terminal.
+
+    On resume, records past the restored step are dropped first: they came from the part of
+    the interrupted run that is about to be recomputed, and would otherwise appear twice.
+    """
+
+    def __init__(self, workdir, *, total_steps: int, resume_step: int = 0, stream=None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.total_steps = total_steps
+        self.stream = stream or sys.stderr
+        self.is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+        path = self.workdir / METRICS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+        self._file = open(path, "a")
+        self._tensorboard = None
+        try:
+            from tensorboardX import SummaryWriter
+            self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:  # TensorBoard events are a convenience; the JSONL is the record
+            pass
+        self._start = time.time()
+        self._start_step = resume_step
+
+    def write(self, record: dict) -> None:
+        record = {"wall_time": round(time.time(), 3), **record}
+        self._file.write(json.dumps(record, allow_nan=True) + "\n")
+        self._file.flush()
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch", "wall_time") and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(f"{record.get('event', 'train')}/{key}", value, record["step"])
+            if "sample" in record:
+                self._tensorboard.add_text("sample", record["sample"], record["step"])
+
+    def progress(self, step: int, loss: float, chars_per_step: int) -> None:
+        elapsed = max(time.time() - self._start, 1e-9)
+        steps_per_s = (step - self._start_step) / elapsed
+        eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else math.inf
+        line = (f"step {step}/{self.total_steps} loss {loss:.4f} {steps_per_s:.2f} steps/s "
+                f"{steps_per_s * chars_per_step:,.0f} chars/s ETA {_duration(eta)}")
+        if self.is_tty:
+            self.stream.write("\r" + line.ljust(100))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def message(self, text: str) -> None:
+        self.stream.write(("\n" if self.is_tty else "") + text + "\n")
+        self.stream.flush()
+
+    def plot(self) -> None:
+        plot_losses(read_metrics(self.workdir), self.workdir / PLOT_FILE)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self.is_tty:
+            self.stream.write("\n")
+
+
+def plot_losses(records, path, title=None) -> None:
+    """Training and validation loss (nats/char) against step, written atomically to `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    series = {
+        "train (logged)": [(r["step"], r["loss"]) for r in records if r.get("event") == "train"],
+        "train (epoch mean)": [(r["step"], r["train_loss"]) for r in records if r.get("event") == "epoch"],
+        "validation": [(r["step"], r["val_loss"]) for r in records if r.get("event") == "eval" and "val_loss" in r],
+    }
+    for label, points in series.items():
+        if points:
+            steps, losses = zip(*points)
+            ax.plot(steps, losses, marker="o" if len(points) < 30 else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_title(title or Path(path).parent.name)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,342 @@
+"""Training: the train state, one jitted step, evaluation, and `train_and_evaluate`.
+
+The hot path is functional: the NNX model is split once into a static graph definition and
+its parameters, and the jitted step is a pure function of (state, corpus, window starts). The
+corpus sits on the device; a step receives only int32 window starts and gathers its windows
+there (design.md, principle 2). Several optimizer steps can run in one dispatch (a scan over
+steps), which matters where steps are short.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from lstm import checkpoint, data
+from lstm.cell import LSTMState
+from lstm.logger import MetricLogger
+from lstm.model import ENCODINGS, CharLSTM
+
+LOG2E = math.log2(math.e)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; str(e) is one line naming the field."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became non-finite); str(e) is one line."""
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: nnx.State
+    opt_state: optax.OptState
+    rng: jax.Array  # raw uint32 key data (Orbax stores plain arrays); dropout keys fold in the step
+    carry: tuple  # `stateful` only: one LSTMState per layer, carried between batches
+    epoch_loss_sum: jax.Array  # running sums for Keras's per-epoch training loss; checkpointed,
+    epoch_weight_sum: jax.Array  # so a resumed epoch reports exactly what an unbroken one would
+
+
+def validate_config(config) -> None:
+    """Checks the values a typo or a bad override would break, with a one-line message each."""
+    d, m, t = config.data, config.model, config.train
+    checks = [
+        (d.objective in ("last", "all", "stateful"), "data.objective must be last, all or stateful"),
+        (m.encoding in ENCODINGS, f"model.encoding must be one of {', '.join(ENCODINGS)}"),
+        (d.seq_len >= 1, "data.seq_len must be >= 1"),
+        (d.stride >= 1, "data.stride must be >= 1"),
+        (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (len(m.hidden_sizes) >= 1 and all(int(h) >= 1 for h in m.hidden_sizes),
+         "model.hidden_sizes must list at least one positive width"),
+        (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
+        (m.unroll >= 1, "model.unroll must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
+        (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (t.optimizer in ("adam", "adamw"), "train.optimizer must be adam or adamw"),
+        (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
+        (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
+        (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
+        (config.checkpoint.monitor in ("val_loss", "train_loss"),
+         "checkpoint.monitor must be val_loss or train_loss"),
+        (config.checkpoint.monitor == "train_loss" or d.val_fraction > 0,
+         "checkpoint.monitor=val_loss needs data.val_fraction > 0 (or monitor train_loss)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def build_model(config, vocab_size: int) -> CharLSTM:
+    m = config.model
+    return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
+                    embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
+                    unroll=m.unroll, rngs=nnx.Rngs(config.seed))
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+    t = config.train
+    if t.lr_schedule == "cosine":
+        learning_rate = optax.warmup_cosine_decay_schedule(
+            0.0, t.learning_rate, max(t.warmup_steps, 0), max(total_steps, t.warmup_steps + 1),
+            end_value=t.learning_rate * t.lr_end_fraction)
+    elif t.warmup_steps > 0:
+        learning_rate = optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps)
+    else:
+        learning_rate = t.learning_rate
+    if t.optimizer == "adamw":
+        update = optax.adamw(learning_rate, t.b1, t.b2, t.eps, weight_decay=t.weight_decay)
+    else:
+        # Keras adds eps to sqrt(v) before bias correction, optax after; the difference is
+        # below 1e-7 in the update and vanishes as training goes on.
+        update = optax.adam(learning_rate, t.b1, t.b2, t.eps)
+    if t.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), update)
+    return update
+
+
+def init_train_state(config, vocab_size: int, total_steps: int = 1):
+    """A fresh model and train state: (graphdef, optimizer, state)."""
+    model = build_model(config, vocab_size)
+    graphdef, params = nnx.split(model)
+    optimizer = make_optimizer(config, total_steps)
+    carry = model.initial_state(config.train.batch_size) if config.data.objective == "stateful" else ()
+    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))  # 0 went to init
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                       rng=rng, carry=carry, epoch_loss_sum=jnp.zeros((), jnp.float32),
+                       epoch_weight_sum=jnp.zeros((), jnp.float32))
+    return graphdef, optimizer, state
+
+
+def flatten_state(state) -> dict:
+    """The train state as a flat {"path": array} dict for Orbax: path names stay readable in
+    mismatch messages, and structural nodes that hold no array (optax's EmptyState, the empty
+    carry of non-stateful runs) need no special handling on disk."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+
+
+def unflatten_state(flat: dict, like):
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    return jax.tree.unflatten(treedef, [flat[jax.tree_util.keystr(path)] for path, _ in leaves])
+
+
+def sequence_loss(logits, targets, weights, objective):
+    """Weighted sum of next-character cross-entropy (nats) and the weight it was summed over.
+
+    `last`: one prediction per window (the character after it); otherwise every position."""
+    if objective == "last":
+        logits = logits[:, -1]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    w = weights if objective == "last" else jnp.broadcast_to(weights[:, None], losses.shape)
+    return jnp.sum(losses * w), jnp.sum(w)
+
+
+def make_train_steps(graphdef, optimizer, config):
+    """Returns the jitted `train_steps(state, corpus, starts[K, B], weights[K, B], resets[K])`,
+    K optimizer steps in one dispatch (K=1 is the plain step); `state` is donated."""
+    objective, seq_len = config.data.objective, config.data.seq_len
+
+    def train_step(corpus, state: TrainState, batch):
+        starts, weights, reset = batch
+        inputs, targets = batch_windows(corpus, starts, seq_len, objective)
+        carry = state.carry
+        if objective == "stateful":
+            # A new epoch restarts the streams; otherwise continue them, but stop the
+            # gradient: truncated BPTT backpropagates only through this window.
+            carry = jax.tree.map(lambda x: jnp.where(reset, jnp.zeros_like(x), jax.lax.stop_gradient(x)), carry)
+        dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params)
+            logits, final = model(inputs, carry if objective == "stateful" else None, train=True,
+                                  dropout_key=dropout_key)
+            loss_sum, weight = sequence_loss(logits, targets, weights, objective)
+            return loss_sum / jnp.maximum(weight, 1.0), (final, loss_sum, weight)
+
+        (loss, (final, loss_sum, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        keep = jnp.where(reset, 0.0, 1.0)
+        new_state = TrainState(
+            step=state.step + 1, params=params, opt_state=opt_state, rng=state.rng,
+            carry=final if objective == "stateful" else state.carry,
+            epoch_loss_sum=state.epoch_loss_sum * keep + loss_sum,
+            epoch_weight_sum=state.epoch_weight_sum * keep + weight)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+        return new_state, metrics
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_steps(state, corpus, starts, weights, resets):
+        return jax.lax.scan(functools.partial(train_step, corpus), state, (starts, weights, resets))
+
+    return train_steps
+
+
+def batch_windows(corpus, starts, seq_len, objective):
+    inputs, targets = data.gather_windows(corpus, starts, seq_len, objective)
+    return inputs.astype(jnp.int32), targets.astype(jnp.int32)
+
+
+def make_eval_step(graphdef, seq_len):
+    """Sums over held-out windows of T+1 characters: every position's loss (nats/char) and
+    the last position's (the tutorial's metric: the character after a full window)."""
+
+    @jax.jit
+    def eval_step(params, corpus, starts, weights):
+        inputs, targets = batch_windows(corpus, starts, seq_len, "all")
+        logits, _ = nnx.merge(graphdef, params)(inputs)
+        all_sum, all_weight = sequence_loss(logits, targets, weights, "all")
+        last_sum, last_weight = sequence_loss(logits, targets[:, -1], weights, "last")
+        return jnp.stack([all_sum, all_weight, last_sum, last_weight])
+
+    return eval_step
+
+
+def evaluate(eval_step, params, corpus, num_tokens, config) -> dict:
+    starts = data.eval_windows(num_tokens, config.data.seq_len)
+    if len(starts) > config.eval.max_windows:  # evenly spaced, so the whole tail is covered
+        starts = starts[np.linspace(0, len(starts) - 1, config.eval.max_windows).astype(int)]
+    batch = config.eval.batch_size
+    totals = np.zeros(4)
+    for begin in range(0, len(starts), batch):
+        chunk = starts[begin:begin + batch]
+        weights = np.zeros(batch, np.float32)
+        weights[:len(chunk)] = 1.0
+        padded = np.resize(chunk, batch)  # same shape every call: one compilation
+        totals += np.asarray(eval_step(params, corpus, padded, weights), np.float64)
+    val_loss, tutorial_loss = totals[0] / totals[1], totals[2] / totals[3]
+    return {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": tutorial_loss,
+            "val_windows": len(starts)}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+    Returns the last epoch/eval summary. Raises DataError, CheckpointError, ConfigError or
+    TrainingError with one-line messages for problems the user can fix.
+    """
+    validate_config(config)
+    d, t = config.data, config.train
+    corpus = data.load_corpus(d)
+    vocab = corpus.vocab
+    schedule = data.make_schedule(d.objective, len(corpus.train), d.seq_len, t.batch_size,
+                                  stride=d.stride, seed=config.seed)
+    steps_per_epoch = schedule.steps_per_epoch
+    total_steps = t.num_epochs * steps_per_epoch
+    if t.max_steps > 0:
+        total_steps = min(total_steps, t.max_steps)
+    graphdef, optimizer, state = init_train_state(config, len(vocab), total_steps)
+
+    saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best, best_mode="min")
+    saver.check_compatible(config.to_dict(), vocab.to_json())
+    step = 0
+    if saver.latest_step() is not None:
+        step, flat, _ = saver.restore(flatten_state(state), which="latest")
+        state = unflatten_state(flat, state)
+    else:
+        saver.write_meta(config=config.to_dict(), vocab_json=vocab.to_json())
+    logger = MetricLogger(workdir, total_steps=total_steps, resume_step=step)
+    logger.message(f"{config.name}: {len(corpus.train):,} training characters, vocabulary {len(vocab)}, "
+                   f"{steps_per_epoch} steps/epoch, {total_steps} steps"
+                   + (f", resuming at step {step}" if step else ""))
+
+    train_steps = make_train_steps(graphdef, optimizer, config)
+    eval_step = make_eval_step(graphdef, d.seq_len)
+    train_corpus = jax.device_put(np.asarray(corpus.train))
+    val_corpus = jax.device_put(np.asarray(corpus.val)) if corpus.val is not None else None
+    chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
+    pending, last_checked, summary = [], step, {}
+    started = time.time()
+
+    def check_finite():
+        """Pulls the pending metrics off the device (log points only) and stops on NaN/inf."""
+        nonlocal pending, last_checked
+        losses = np.concatenate([np.asarray(m["loss"]) for m in pending]) if pending else np.zeros(0)
+        norms = {k: float(np.asarray(pending[-1][k])[-1]) for k in ("grad_norm", "param_norm")} if pending else {}
+        pending = []
+        if not (np.all(np.isfinite(losses)) and all(np.isfinite(v) for v in norms.values())):
+            raise TrainingError(f"loss became non-finite between steps {last_checked} and {step}; "
+                                f"the last good checkpoint (step {saver.latest_step()}) is intact")
+        last_checked = step
+        return losses, norms
+
+    try:
+        while step < total_steps:
+            epoch, in_epoch = divmod(step, steps_per_epoch)
+            count = min(t.steps_per_dispatch, steps_per_epoch - in_epoch, total_steps - step)
+            batches = [schedule.batch(epoch, in_epoch + j) for j in range(count)]
+            starts = np.stack([b[0] for b in batches])
+            weights = np.stack([b[1] for b in batches])
+            resets = np.arange(in_epoch, in_epoch + count) == 0
+            state, metrics = train_steps(state, train_corpus, starts, weights, resets)
+            pending.append(metrics)
+            step += count
+            epoch_done = step % steps_per_epoch == 0
+            out_of_time = t.time_budget_s > 0 and time.time() - started >= t.time_budget_s
+            finished = step >= total_steps or out_of_time
+            eval_due = epoch_done or finished or (
+                t.eval_every_steps > 0 and step // t.eval_every_steps > (step - count) // t.eval_every_steps)
+            save_due = epoch_done or finished or (
+                step // config.checkpoint.every_steps > (step - count) // config.checkpoint.every_steps)
+            log_due = step // t.log_every_steps > (step - count) // t.log_every_steps
+            if log_due or eval_due or save_due:
+                losses, norms = check_finite()
+                logger.write({"event": "train", "step": step, "epoch": epoch + 1,
+                              "loss": float(losses[-1]), **norms, "elapsed_s": time.time() - started})
+                logger.progress(step, float(losses[-1]), chars_per_step)
+            if epoch_done or (finished and step % steps_per_epoch):
+                sums = np.asarray([state.epoch_loss_sum, state.epoch_weight_sum])
+                record = {"event": "epoch", "step": step, "epoch": epoch + 1,
+                          "train_loss": float(sums[0] / sums[1]), "epoch_complete": bool(epoch_done),
+                          "elapsed_s": time.time() - started}
+                logger.write(record)
+                summary.update(record)
+                logger.message(f"epoch {epoch + 1}: training loss {record['train_loss']:.4f}")
+            if eval_due and val_corpus is not None:
+                ev = evaluate(eval_step, state.params, val_corpus, len(corpus.val), config)
+                logger.write({"event": "eval", "step": step, "epoch": epoch + 1, **ev})
+                summary.update(ev)
+                logger.message(f"step {step}: validation {ev['val_loss']:.4f} nats/char "
+                               f"({ev['val_bpc']:.3f} bits/char)")
+            if eval_due:
+                logger.plot()
+            if save_due:
+                if config.checkpoint.monitor == "val_loss":
+                    metric = summary["val_loss"] if eval_due else None
+                else:  # a partial epoch's loss is not comparable to whole epochs'
+                    metric = summary["train_loss"] if epoch_done else None
+                saver.save(step, flatten_state(state), metric=metric, extra={"epoch": epoch + 1})
+            if out_of_time:
+                logger.message(f"time budget of {t.time_budget_s:.0f} s reached at step {step}")
+                break
+    finally:
+        logger.close()
+        saver.close()
+    summary.update({"step": step, "elapsed_s": time.time() - started})
+    return summary
+
+
+def load_model(workdir, which: str = "best"):
+    """Rebuilds (model, vocab, config) from a workdir's checkpoints alone, for sampling."""
+    config_dict, vocab_json = checkpoint.read_meta(workdir)
+    config = ml_collections.ConfigDict(config_dict)
+    vocab = data.Vocab.from_json(vocab_json)
+    graphdef, _, target = init_train_state(config, len(vocab))
+    saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best)
+    try:
+        if which == "best" and saver.best_step() is None:
+            which = "latest"  # a run with no monitored metric yet: latest is the best we have
+        _, flat, _ = saver.restore(flatten_state(target), which=which)
+    finally:
+        saver.close()
+    return nnx.merge(graphdef, unflatten_state(flat, target).params), vocab, config

@@ -1,0 +1,33 @@
+"""Trains a character LSTM: `python scripts/train.py --config=configs/bigger.py`.
+
+Flags: --config (a config file; override any field with --config.train.batch_size=32) and
+--workdir (default runs/<config name>). Running the same command again resumes.
+"""
+import os
+import sys
+
+# Config files import their base as `configs.default`, so the repository root must be importable.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from lstm import cli  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training configuration file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go (default runs/<config name>).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    from lstm import train
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or os.path.join("runs", config.name)
+    with cli.one_line_errors():
+        summary = train.train_and_evaluate(config, workdir)
+    print(cli.format_summary(summary, workdir))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,210 @@
+"""The training loop end to end on the tiny config: loss falls, resume is exact (also after a
+SIGKILL), non-finite loss stops cleanly, and bad input gets one line and a non-zero exit."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from lstm import checkpoint, logger, train
+
+ROOT = Path(__file__).resolve().parents[1]
+ALICE = ROOT / "data" / "wonderland.txt"
+SHARED_ALICE = ROOT.parent / "shared" / "data" / "wonderland.txt"
+
+
+@pytest.fixture(scope="module")
+def corpus_path(tmp_path_factory):
+    """A 20k-character slice of Alice, so runs are short and need no network."""
+    source = ALICE if ALICE.exists() else SHARED_ALICE
+    if not source.exists():
+        pytest.skip("Alice corpus not available (make test seeds data/ from ../shared/data)")
+    path = tmp_path_factory.mktemp("corpus") / "alice_slice.txt"
+    text = source.read_text(encoding="utf-8")
+    start = text.index("*** START")
+    path.write_text(text[start:start + 20_000] + "\n*** END OF THE BOOK ***\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(corpus_path, **train_overrides):
+    config = tiny.get_config()
+    config.data.path = str(corpus_path)
+    config.train.max_steps = 40
+    config.train.log_every_steps = 10
+    config.train.eval_every_steps = 20
+    config.checkpoint.every_steps = 10
+    config.eval.max_windows = 32
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config
+
+
+def final_params(workdir, config):
+    _, flat = restore_latest(workdir, config)
+    return {k: np.asarray(v) for k, v in flat.items() if k.startswith(".params")}
+
+
+def restore_latest(workdir, config):
+    corpus_vocab = json.loads((Path(workdir) / "checkpoints" / "vocab.json").read_text())
+    _, _, target = train.init_train_state(config, len(corpus_vocab["chars"]))
+    saver = checkpoint.Checkpointer(workdir)
+    try:
+        step, flat, _ = saver.restore(train.flatten_state(target))
+    finally:
+        saver.close()
+    return step, flat
+
+
+def losses(workdir):
+    """Every logged number except wall-clock ones, and except the partial-epoch summary a run
+    stopped by max_steps writes (the uninterrupted run has no such stop)."""
+    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s")}
+            for r in logger.read_metrics(workdir) if r.get("epoch_complete", True)]
+
+
+def test_tiny_run_learns_and_writes_its_outputs(corpus_path, tmp_path):
+    summary = train.train_and_evaluate(tiny_config(corpus_path, max_steps=100), tmp_path)
+    records = logger.read_metrics(tmp_path)
+    train_losses = [r["loss"] for r in records if r["event"] == "train"]
+    assert train_losses[-1] < train_losses[0] - 0.2, train_losses
+    # A uniform guess over the slice's 43 symbols scores ln(43) ≈ 3.76 nats/char.
+    assert summary["val_loss"] < 2.9
+    assert abs(summary["val_bpc"] - summary["val_loss"] / np.log(2)) < 1e-9
+    for name in ("metrics.jsonl", "loss.png", "checkpoints/config.json", "checkpoints/vocab.json"):
+        assert (tmp_path / name).exists(), name
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_from_a_middle_checkpoint_is_exact(corpus_path, tmp_path):
+    config = tiny_config(corpus_path)
+    train.train_and_evaluate(config, tmp_path / "whole")
+    config_half = tiny_config(corpus_path, max_steps=20)
+    train.train_and_evaluate(config_half, tmp_path / "split")
+    train.train_and_evaluate(config, tmp_path / "split")  # the same command again resumes
+    whole, split = final_params(tmp_path / "whole", config), final_params(tmp_path / "split", config)
+    assert whole.keys() == split.keys()
+    for key in whole:
+        np.testing.assert_array_equal(whole[key], split[key], err_msg=key)
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+
+
+def test_sigkilled_run_resumes_to_identical_parameters_and_metrics(corpus_path, tmp_path):
+    overrides = [f"--config.data.path={corpus_path}", "--config.train.max_steps=60",
+                 "--config.train.log_every_steps=5", "--config.checkpoint.every_steps=5",
+                 "--config.train.eval_every_steps=30", "--config.eval.max_windows=32"]
+    command = [sys.executable, str(ROOT / "scripts" / "train.py"), "--config=configs/tiny.py", *overrides]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    reference = subprocess.run(command + [f"--workdir={tmp_path / 'reference'}"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+
+    killed_dir = tmp_path / "killed"
+    victim = subprocess.Popen(command + [f"--workdir={killed_dir}"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    # Kill as soon as a second checkpoint appears: saves happen every 5 steps, so the kill
+    # lands at an arbitrary point of training or of the next save.
+    while time.time() < deadline and victim.poll() is None:
+        steps = [p for p in (killed_dir / "checkpoints").glob("[0-9]*")] if killed_dir.exists() else []
+        if len(steps) >= 2:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resumed = subprocess.run(command + [f"--workdir={killed_dir}"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step" in resumed.stderr
+
+    config = tiny.get_config()
+    config.data.path = str(corpus_path)
+    a, b = final_params(tmp_path / "reference", config), final_params(killed_dir, config)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert losses(tmp_path / "reference") == losses(killed_dir)
+
+
+def test_non_finite_loss_stops_with_the_step_range_and_keeps_the_last_good_checkpoint(
+        corpus_path, tmp_path, monkeypatch):
+    config = tiny_config(corpus_path, max_steps=20)
+    train.train_and_evaluate(config, tmp_path)
+    good_step, good = restore_latest(tmp_path, config)
+
+    def poisoned_loss(*args):
+        loss_sum, weight = sequence_loss(*args)
+        return loss_sum * float("nan"), weight
+
+    sequence_loss = train.sequence_loss
+    monkeypatch.setattr(train, "sequence_loss", poisoned_loss)
+    exploding = tiny_config(corpus_path, max_steps=40)
+    with pytest.raises(train.TrainingError, match=r"non-finite between steps 20 and \d+") as error:
+        train.train_and_evaluate(exploding, tmp_path)
+    assert "\n" not in str(error.value)
+    step, after = restore_latest(tmp_path, config)
+    assert step == good_step == 20
+    for key in good:
+        np.testing.assert_array_equal(np.asarray(good[key]), np.asarray(after[key]))
+
+
+def run_script(*args, cwd=ROOT):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/tiny.py", "--config.train.widht=3"], "widht"),
+    (["--config=configs/tiny.py", "--config.train.batch_size=abc"], "batch_size"),
+    (["--config=configs/tiny.py", "--no_such_flag=1"], "no_such_flag"),
+    (["--config=configs/no_such_config.py"], "no_such_config.py"),
+    (["--config=configs/tiny.py", "--config.data.path=/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+    (["--config=configs/tiny.py", "--config.data.objective=middle"], "data.objective"),
+    (["--config=configs/tiny.py", "--config.train.learning_rate=-1"], "learning_rate"),
+])
+def test_bad_input_gets_one_line_and_a_nonzero_exit(args, message, tmp_path):
+    result = run_script(*args, f"--workdir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+
+
+def test_bad_corpus_files_are_refused_without_touching_the_workdir(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes(b"hello \xff world")
+    for path, message in ((empty, "empty"), (binary, "offset")):
+        result = run_script("--config=configs/tiny.py", f"--config.data.path={path}",
+                            f"--workdir={tmp_path / 'run'}")
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert message in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_workdir_of_another_model_is_refused(corpus_path, tmp_path):
+    train.train_and_evaluate(tiny_config(corpus_path, max_steps=10), tmp_path)
+    other = tiny_config(corpus_path, max_steps=10)
+    other.model.hidden_sizes = (16,)
+    with pytest.raises(checkpoint.CheckpointError, match="hidden_sizes"):
+        train.train_and_evaluate(other, tmp_path)
+
+
+def test_load_model_rebuilds_the_trained_model_from_the_workdir_alone(corpus_path, tmp_path):
+    config = tiny_config(corpus_path, max_steps=10)
+    train.train_and_evaluate(config, tmp_path)
+    model, vocab, restored_config = train.load_model(tmp_path, which="latest")
+    assert tuple(restored_config.model.hidden_sizes) == config.model.hidden_sizes
+    params = final_params(tmp_path, config)
+    np.testing.assert_array_equal(model.head_W[...], params[".params['head_W'].value"])
+    logits, _ = model(np.zeros((1, 5), np.int32))
+    assert logits.shape == (1, 5, len(vocab))
+    assert jax.numpy.isfinite(logits).all()
