@@ -36,12 +36,20 @@ class MetricLogger:
     the interrupted run that is about to be recomputed, and would otherwise appear twice.
     """
 
-    def __init__(self, workdir, *, total_steps: int, resume_step: int = 0, stream=None):
+    def __init__(self, workdir, *, total_steps: int, resume_step: int = 0, stream=None,
+                 primary: bool = True):
+        # In a multi-process job every process runs the loop; only the primary one writes.
+        self.primary = primary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.total_steps = total_steps
         self.stream = stream or sys.stderr
         self.is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._start = time.time()
+        self._start_step = resume_step
+        self._file = self._tensorboard = None
+        if not primary:
+            return
         kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
         path = self.workdir / METRICS_FILE
         tmp = path.with_suffix(".tmp")
@@ -54,10 +62,10 @@ class MetricLogger:
             self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step + 1)
         except ImportError:  # TensorBoard events are a convenience; the JSONL is the record
             pass
-        self._start = time.time()
-        self._start_step = resume_step
 
     def write(self, record: dict) -> None:
+        if not self.primary:
+            return
         record = {"wall_time": round(time.time(), 3), **record}
         self._file.write(json.dumps(record, allow_nan=True) + "\n")
         self._file.flush()
@@ -69,6 +77,8 @@ class MetricLogger:
                 self._tensorboard.add_text("sample", record["sample"], record["step"])
 
     def progress(self, step: int, loss: float, chars_per_step: int) -> None:
+        if not self.primary:
+            return
         elapsed = max(time.time() - self._start, 1e-9)
         steps_per_s = (step - self._start_step) / elapsed
         eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else math.inf
@@ -81,13 +91,19 @@ class MetricLogger:
         self.stream.flush()
 
     def message(self, text: str) -> None:
+        if not self.primary:
+            return
         self.stream.write(("\n" if self.is_tty else "") + text + "\n")
         self.stream.flush()
 
     def plot(self) -> None:
+        if not self.primary:
+            return
         plot_losses(read_metrics(self.workdir), self.workdir / PLOT_FILE)
 
     def close(self) -> None:
+        if not self.primary:
+            return
         self._file.close()
         if self._tensorboard is not None:
             self._tensorboard.close()

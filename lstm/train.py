@@ -20,8 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data
-from lstm.cell import LSTMState
+from lstm import checkpoint, data, distributed
 from lstm.logger import MetricLogger
 from lstm.model import ENCODINGS, CharLSTM
 
@@ -117,6 +116,14 @@ def init_train_state(config, vocab_size: int, total_steps: int = 1):
     return graphdef, optimizer, state
 
 
+def place_state(state: TrainState, mesh) -> TrainState:
+    """Replicates everything over the mesh except the stateful carry, whose rows are streams
+    and so follow the batch's sharding."""
+    carry = jax.tree.map(
+        lambda x: distributed.global_array(np.asarray(x), distributed.batch_sharding(mesh)), state.carry)
+    return distributed.put_replicated(state._replace(carry=()), mesh)._replace(carry=carry)
+
+
 def flatten_state(state) -> dict:
     """The train state as a flat {"path": array} dict for Orbax: path names stay readable in
     mismatch messages, and structural nodes that hold no array (optax's EmptyState, the empty
@@ -202,18 +209,20 @@ def make_eval_step(graphdef, seq_len):
     return eval_step
 
 
-def evaluate(eval_step, params, corpus, num_tokens, config) -> dict:
+def evaluate(eval_step, params, corpus, num_tokens, config, mesh) -> dict:
     starts = data.eval_windows(num_tokens, config.data.seq_len)
     if len(starts) > config.eval.max_windows:  # evenly spaced, so the whole tail is covered
         starts = starts[np.linspace(0, len(starts) - 1, config.eval.max_windows).astype(int)]
-    batch = config.eval.batch_size
+    batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
+    shard = distributed.batch_sharding(mesh)
     totals = np.zeros(4)
     for begin in range(0, len(starts), batch):
         chunk = starts[begin:begin + batch]
         weights = np.zeros(batch, np.float32)
         weights[:len(chunk)] = 1.0
         padded = np.resize(chunk, batch)  # same shape every call: one compilation
-        totals += np.asarray(eval_step(params, corpus, padded, weights), np.float64)
+        totals += np.asarray(eval_step(params, corpus, distributed.global_array(padded, shard),
+                                       distributed.global_array(weights, shard)), np.float64)
     val_loss, tutorial_loss = totals[0] / totals[1], totals[2] / totals[3]
     return {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": tutorial_loss,
             "val_windows": len(starts)}
@@ -226,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     TrainingError with one-line messages for problems the user can fix.
     """
     validate_config(config)
+    distributed.initialize()  # first: it must precede any use of a JAX backend
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab
@@ -235,7 +245,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     total_steps = t.num_epochs * steps_per_epoch
     if t.max_steps > 0:
         total_steps = min(total_steps, t.max_steps)
+    mesh = distributed.data_mesh()
+    if t.batch_size % mesh.size:
+        raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by the {mesh.size} devices; "
+                          f"use a multiple of {mesh.size}")
     graphdef, optimizer, state = init_train_state(config, len(vocab), total_steps)
+    state = place_state(state, mesh)
 
     saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best, best_mode="min")
     saver.check_compatible(config.to_dict(), vocab.to_json())
@@ -245,15 +260,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         state = unflatten_state(flat, state)
     else:
         saver.write_meta(config=config.to_dict(), vocab_json=vocab.to_json())
-    logger = MetricLogger(workdir, total_steps=total_steps, resume_step=step)
+    logger = MetricLogger(workdir, total_steps=total_steps, resume_step=step,
+                          primary=jax.process_index() == 0)
     logger.message(f"{config.name}: {len(corpus.train):,} training characters, vocabulary {len(vocab)}, "
                    f"{steps_per_epoch} steps/epoch, {total_steps} steps"
                    + (f", resuming at step {step}" if step else ""))
 
     train_steps = make_train_steps(graphdef, optimizer, config)
     eval_step = make_eval_step(graphdef, d.seq_len)
-    train_corpus = jax.device_put(np.asarray(corpus.train))
-    val_corpus = jax.device_put(np.asarray(corpus.val)) if corpus.val is not None else None
+    everywhere, by_batch = distributed.replicated(mesh), distributed.batch_sharding(mesh, batch_axis=1)
+    train_corpus = distributed.global_array(corpus.train, everywhere)
+    val_corpus = distributed.global_array(corpus.val, everywhere) if corpus.val is not None else None
     chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
     pending, last_checked, summary = [], step, {}
     started = time.time()
@@ -278,7 +295,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             starts = np.stack([b[0] for b in batches])
             weights = np.stack([b[1] for b in batches])
             resets = np.arange(in_epoch, in_epoch + count) == 0
-            state, metrics = train_steps(state, train_corpus, starts, weights, resets)
+            state, metrics = train_steps(state, train_corpus, distributed.global_array(starts, by_batch),
+                                         distributed.global_array(weights, by_batch),
+                                         distributed.global_array(resets, everywhere))
             pending.append(metrics)
             step += count
             epoch_done = step % steps_per_epoch == 0
@@ -303,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 summary.update(record)
                 logger.message(f"epoch {epoch + 1}: training loss {record['train_loss']:.4f}")
             if eval_due and val_corpus is not None:
-                ev = evaluate(eval_step, state.params, val_corpus, len(corpus.val), config)
+                ev = evaluate(eval_step, state.params, val_corpus, len(corpus.val), config, mesh)
                 logger.write({"event": "eval", "step": step, "epoch": epoch + 1, **ev})
                 summary.update(ev)
                 logger.message(f"step {step}: validation {ev['val_loss']:.4f} nats/char "
