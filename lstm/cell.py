@@ -23,6 +23,7 @@ with only h_{t-1} W_h and elementwise work (design.md, principle 1).
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -156,12 +157,73 @@ class LSTMCell(nnx.Module):
         same `step`, so traced gates are exactly the ones the forward pass used.
         """
         W_h = self.W_h[...]
+        if not trace:
+            return recurrence(W_h, x_proj, state, unroll)
 
         def body(carry, xp):
             # Closing over W_h as a plain array (not the module) keeps the scan body pure.
             new_state, gates = lstm_step(W_h, carry, xp)
-            out = (new_state.h, new_state.c, gates) if trace else new_state.h
-            return new_state, out
+            return new_state, (new_state.h, new_state.c, gates)
 
-        final_state, outputs = jax.lax.scan(body, state, x_proj, unroll=unroll)
-        return final_state, outputs
+        return jax.lax.scan(body, state, x_proj, unroll=unroll)
+
+
+# -- the backward pass, written out ------------------------------------------------------------
+#
+# Autodiff of the scan would do three small matmuls per step (h W_h forward; dz W_hᵀ and the
+# per-step accumulation hᵀ dz backward). The gradient of W_h, Σ_t h_{t-1}ᵀ dz_t, does not
+# need to be inside the sequential loop: the loop below emits dz_t for every step and W_h's
+# gradient is then one large [H, T·B] × [T·B, 4H] matmul, which runs near the machine's matmul
+# rate. The per-step work left in the loop is one small matmul each way.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1):
+    """The scanned cell: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
+    final_state, (hs, _, _) = _forward(W_h, x_proj, state, unroll)
+    return final_state, hs
+
+
+def _forward(W_h, x_proj, state, unroll):
+    def body(carry, xp):
+        new_state, gates = lstm_step(W_h, carry, xp)
+        return new_state, (new_state.h, new_state.c, gates)
+
+    return jax.lax.scan(body, state, x_proj, unroll=unroll)
+
+
+def _recurrence_fwd(W_h, x_proj, state, unroll):
+    final_state, (hs, cs, gates) = _forward(W_h, x_proj, state, unroll)
+    return (final_state, hs), (W_h, state, hs, cs, gates)
+
+
+def _recurrence_bwd(unroll, residuals, cotangents):
+    W_h, state, hs, cs, gates = residuals
+    (d_final, d_hs) = cotangents
+    h_prev = jnp.concatenate([state.h[None], hs[:-1]])  # h_{t-1} for every t
+    c_prev = jnp.concatenate([state.c[None], cs[:-1]])
+    W_h_T = W_h.T
+
+    def body(carry, step):
+        dh_next, dc_next = carry
+        dh_out, c, c_before, i, f, g, o = step
+        dh = dh_out + dh_next  # h_t feeds the output and the next step
+        tanh_c = jnp.tanh(c)
+        dc = dc_next + dh * o * (1 - tanh_c ** 2)  # h = o ⊙ tanh(c)
+        dz = {  # through each gate's nonlinearity: σ' = σ(1-σ), tanh' = 1-tanh²
+            "i": dc * g * i * (1 - i),  # c = f ⊙ c_prev + i ⊙ g
+            "f": dc * c_before * f * (1 - f),
+            "g": dc * i * (1 - g ** 2),
+            "o": dh * tanh_c * o * (1 - o),
+        }
+        dz = jnp.concatenate([dz[name] for name in GATE_ORDER], axis=-1)
+        return (dz @ W_h_T, dc * f), dz
+
+    steps = (d_hs, cs, c_prev, gates.i, gates.f, gates.g, gates.o)
+    (dh0, dc0), dzs = jax.lax.scan(body, (d_final.h, d_final.c), steps, reverse=True, unroll=unroll)
+    hidden = W_h.shape[0]
+    dW_h = h_prev.reshape(-1, hidden).T @ dzs.reshape(-1, 4 * hidden)
+    return dW_h, dzs, LSTMState(h=dh0, c=dc0)
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
