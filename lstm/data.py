@@ -190,6 +190,12 @@ def read_text(path, *, strip_gutenberg=True, lowercase=False, allowed_chars=None
     return text
 
 
+def clean_text(text: str, *, lowercase=False, allowed_chars=None, ascii_only=False) -> str:
+    """Cleans a string by the rules `read_text` applies to a file (line endings, case,
+    allowed characters, ASCII), so a user's seed text matches the corpus it is fed to."""
+    return _Cleaning.make(False, lowercase, allowed_chars, ascii_only).apply(text)
+
+
 def _describe(cleaning: _Cleaning) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(cleaning).items())
 

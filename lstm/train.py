@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed
+from lstm import checkpoint, data, distributed, sample
 from lstm.logger import MetricLogger
 from lstm.model import ENCODINGS, CharLSTM
 
@@ -271,6 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     everywhere, by_batch = distributed.replicated(mesh), distributed.batch_sharding(mesh, batch_axis=1)
     train_corpus = distributed.global_array(corpus.train, everywhere)
     val_corpus = distributed.global_array(corpus.val, everywhere) if corpus.val is not None else None
+    generator = sample.Generator(nnx.merge(graphdef, state.params), vocab, config)
+    sample_seed = vocab.decode(np.asarray(corpus.train[:d.seq_len]))
     chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
     pending, last_checked, summary = [], step, {}
     started = time.time()
@@ -329,6 +331,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                f"({ev['val_bpc']:.3f} bits/char)")
             if eval_due:
                 logger.plot()
+                if config.eval.sample_length > 0:
+                    generator.params = state.params
+                    text = generator.generate(sample_seed, config.eval.sample_length,
+                                              temperature=config.eval.sample_temperature, rng=step)
+                    logger.write({"event": "sample", "step": step, "seed": sample_seed, "sample": text,
+                                  "temperature": config.eval.sample_temperature})
+                    logger.message(f"sample at step {step}: {text[:120]!r}")
             if save_due:
                 if config.checkpoint.monitor == "val_loss":
                     metric = summary["val_loss"] if eval_due else None
