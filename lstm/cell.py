@@ -221,8 +221,9 @@ def _recurrence_bwd(unroll, residuals, cotangents):
 
     steps = (d_hs, cs, c_prev, gates.i, gates.f, gates.g, gates.o)
     (dh0, dc0), dzs = jax.lax.scan(body, (d_final.h, d_final.c), steps, reverse=True, unroll=unroll)
-    hidden = W_h.shape[0]
-    dW_h = h_prev.reshape(-1, hidden).T @ dzs.reshape(-1, 4 * hidden)
+    # An einsum rather than reshape-to-[T·B, ·] then matmul: merging time with the (sharded)
+    # batch axis would make XLA gather every device's activations under data parallelism.
+    dW_h = jnp.einsum("tbh,tbg->hg", h_prev, dzs)
     return dW_h, dzs, LSTMState(h=dh0, c=dc0)
 
 

@@ -69,7 +69,7 @@ class Checkpointer:
             raise CheckpointError(f"keep_best must be >= 0, not {keep_best}")
         logging.get_absl_logger().addFilter(_QUIET_ORBAX)  # filters are a set: no duplicates
         self.workdir = os.fspath(workdir)
-        self.directory = Path(workdir) / CHECKPOINTS
+        self.directory = Path(workdir).absolute() / CHECKPOINTS  # Orbax refuses relative paths
         # One manager, not a `latest/` and a `best/` pair: each step is written once, and
         # AnyPreservationPolicy keeps a step if any rule keeps it, so LatestN(1) alone guarantees
         # the newest step survives however bad its metric. BestN ranks only steps with a metric

@@ -19,7 +19,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
-_COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE")
+# SLURM_STEP_NODELIST, not SLURM_JOB_ID: a plain run inside an allocation (no srun) is one process.
+_COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "SLURM_STEP_NODELIST", "OMPI_COMM_WORLD_SIZE")
 
 
 def initialize() -> None:
