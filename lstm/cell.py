@@ -139,10 +139,6 @@ class LSTMCell(nnx.Module):
         """x [..., I] → x W_x + b [..., 4H]; called once for every time step at once."""
         return x @ self.W_x[...] + self.b[...]
 
-    def project_tokens(self, tokens):
-        """For one-hot input, x_t W_x is row `token` of W_x: a gather replaces the matmul."""
-        return jnp.take(self.W_x[...], tokens, axis=0) + self.b[...]
-
     def step(self, state: LSTMState, x_proj):
         """One time step from a pre-computed input projection x_proj = x_t W_x + b, [B, 4H].
         Returns the new state and the gate activations."""

@@ -10,8 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +24,7 @@ def run_python(code, devices=4, extra_env=None, timeout=300):
 
 
 def test_one_step_on_four_devices_equals_one_step_on_one_device(tmp_path):
-    code = f"""
+    code = """
         import jax, numpy as np
         from configs import tiny
         from lstm import distributed, train
