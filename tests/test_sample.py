@@ -3,6 +3,7 @@ of temperature / top-k / top-p, CharLSTM priming + generation against the model 
 step, a checkpoint round trip, and the CLI's one-line errors."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -244,19 +245,13 @@ def test_seed_is_cleaned_like_the_corpus_and_unknown_characters_are_named():
 
 # --------------------------------------------------------------------- checkpoints and the CLI
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, corpus_path):
     """A tiny model trained for a few steps on a slice of Alice: a real workdir, in seconds."""
     from configs import tiny
     from lstm import train
-    source = next((p for p in (ROOT / "data" / "wonderland.txt",
-                               ROOT.parent / "shared" / "data" / "wonderland.txt") if p.exists()), None)
-    if source is None:
-        pytest.skip("Alice corpus not available (make test seeds data/ from ../shared/data)")
     root = tmp_path_factory.mktemp("generate")
-    corpus = root / "alice_slice.txt"
-    text = source.read_text(encoding="utf-8")
-    start = text.index("*** START")
-    corpus.write_text(text[start:start + 20_000] + "\n*** END OF THE BOOK ***\n", encoding="utf-8")
+    # A private copy of the shared slice: a test below moves it away for a while.
+    corpus = Path(shutil.copy(corpus_path, root / "alice_slice.txt"))
     config = tiny.get_config()
     config.data.path = str(corpus)
     config.train.max_steps = 12
