@@ -305,11 +305,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             epoch_done = step % steps_per_epoch == 0
             out_of_time = t.time_budget_s > 0 and time.time() - started >= t.time_budget_s
             finished = step >= total_steps or out_of_time
-            eval_due = epoch_done or finished or (
-                t.eval_every_steps > 0 and step // t.eval_every_steps > (step - count) // t.eval_every_steps)
-            save_due = epoch_done or finished or (
-                step // config.checkpoint.every_steps > (step - count) // config.checkpoint.every_steps)
-            log_due = step // t.log_every_steps > (step - count) // t.log_every_steps
+            eval_due = epoch_done or finished or passed_multiple(t.eval_every_steps, step, count)
+            save_due = epoch_done or finished or passed_multiple(config.checkpoint.every_steps, step, count)
+            log_due = passed_multiple(t.log_every_steps, step, count)
             if log_due or eval_due or save_due:
                 losses, norms = check_finite()
                 logger.write({"event": "train", "step": step, "epoch": epoch + 1,
@@ -352,6 +350,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         saver.close()
     summary.update({"step": step, "elapsed_s": time.time() - started})
     return summary
+
+
+def passed_multiple(every: int, step: int, count: int) -> bool:
+    """Whether the last `count` steps, ending at `step`, crossed a multiple of `every` (0: never).
+    A dispatch of several steps can jump over the multiple itself."""
+    return every > 0 and step // every > (step - count) // every
 
 
 def load_model(workdir, which: str = "best"):
