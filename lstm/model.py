@@ -61,16 +61,20 @@ class CharLSTM(nnx.Module):
     def initial_state(self, batch_size: int) -> tuple[LSTMState, ...]:
         return tuple(layer.initial_state(batch_size) for layer in self.layers)
 
-    def __call__(self, tokens, state=None, *, train: bool = False, dropout_key=None):
+    def __call__(self, tokens, state=None, *, train: bool = False, dropout_key=None,
+                 last_only: bool = False):
         """tokens [B, T] int → (logits [B, T, V], final states: one LSTMState per layer).
 
         Feed the returned states back as `state` to continue the sequence. With train=True and
         any dropout, `dropout_key` is required: the masks are a pure function of it.
+        last_only=True returns logits [B, 1, V] for the last position only (the `last`
+        objective): the head and the top layer's dropout then skip the other T-1 positions.
         """
-        logits, states, _ = self._forward(tokens, state, train, dropout_key, trace=False)
+        logits, states, _ = self._forward(tokens, state, train, dropout_key, trace=False,
+                                          last_only=last_only)
         return logits, states
 
-    def _forward(self, tokens, state, train, dropout_key, *, trace):
+    def _forward(self, tokens, state, train, dropout_key, *, trace, last_only=False):
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
@@ -104,6 +108,8 @@ class CharLSTM(nnx.Module):
             else:
                 hs = out
             final_states.append(layer_final)
+            if last_only and index == len(self.layers) - 1:
+                hs = hs[-1:]
             hs = drop(hs, self.dropout, index + 1)
         logits = hs @ self.head_W[...] + self.head_b[...]
         return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces

@@ -166,7 +166,7 @@ def make_train_steps(graphdef, optimizer, config):
         def loss_fn(params):
             model = nnx.merge(graphdef, params)
             logits, final = model(inputs, carry if objective == "stateful" else None, train=True,
-                                  dropout_key=dropout_key)
+                                  dropout_key=dropout_key, last_only=objective == "last")
             loss_sum, weight = sequence_loss(logits, targets, weights, objective)
             return loss_sum / jnp.maximum(weight, 1.0), (final, loss_sum, weight)
 

@@ -61,6 +61,18 @@ def test_forward_matches_numpy_reference(encoding):
         np.testing.assert_allclose(got.c, steps["c"][:, -1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("encoding", ["scaled", "embed"])
+def test_last_only_gives_the_reference_logits_of_the_last_position(encoding):
+    # The `last` objective's shortcut: the head runs on the final position alone.
+    model = make_model(encoding)
+    tokens, state = tokens_and_state()
+    logits, final = model(tokens, state, last_only=True)
+    expected_logits, layers = reference_forward(model, tokens, state)
+    assert logits.shape == (B, 1, V)
+    np.testing.assert_allclose(logits[:, 0], expected_logits[:, -1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(final[-1].h, layers[-1]["h"][:, -1], rtol=1e-5, atol=1e-6)
+
+
 def test_parameter_shapes_per_encoding():
     scaled, onehot, embed = (make_model(e) for e in ("scaled", "onehot", "embed"))
     assert scaled.layers[0].W_x[...].shape == (1, 4 * HIDDEN[0])
