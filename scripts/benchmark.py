@@ -1,6 +1,9 @@
 """Benchmarks, one subcommand per section:
 
+    python scripts/benchmark.py train [--json]     s/step of our training step vs PyTorch, Flax, Keras
     python scripts/benchmark.py sample [--json]    chars/s of generation vs the tutorial's loop
+
+`train` times the peers installed from requirements-bench.txt and reports the others as skipped.
 
 Every number is taken after compilation (compile time is its own column) and is the best of
 --repeats runs. `--json` prints one JSON object instead of the table.
@@ -22,6 +25,12 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64"], "sample: numbers of
 _ENCODINGS = flags.DEFINE_list("encodings", ["scaled", "embed"], "sample: input encodings of the model.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "sample: sampling temperature (0 is greedy).")
 _UNROLL = flags.DEFINE_integer("unroll", None, "sample: unroll of the generation scan (default: the library's).")
+_SHAPES = flags.DEFINE_list("shapes", ["small", "bigger", "shakespeare"], "train: configs whose shapes are timed.")
+_PEERS = flags.DEFINE_list("peers", ["pytorch", "flax", "keras"], "train: peer implementations timed beside ours.")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "train: interleaved timing rounds (the median is reported).")
+_UNROLLS = flags.DEFINE_list("unrolls", ["1"], "train: scan unrolls of our step to time.")
+_BATCH = flags.DEFINE_integer("batch", None, "train: override every shape's batch size (smoke runs).")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train: override every shape's window length (smoke runs).")
 _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100, "sample: characters the tutorial's loop is timed over (0: skip it).")
 
 
@@ -37,8 +46,27 @@ def sample_section():
             "temperature": _TEMPERATURE.value, "rows": rows}, bench.format_rows(rows, title)
 
 
-# A later section (`train`) registers here.
-SECTIONS = {"sample": sample_section}
+def train_section():
+    from lstm import bench, bench_peers, bench_train
+    unknown = sorted(set(_PEERS.value) - set(bench_peers.PEERS))
+    if unknown:
+        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(bench_peers.PEERS)}")
+    for name in _SHAPES.value:
+        bench_train.load_config(name)  # an unknown shape fails here, before anything is timed
+    overrides = {key: value for key, value in (("train.batch_size", _BATCH.value),
+                                               ("data.seq_len", _SEQ_LEN.value)) if value is not None}
+    if any(value < 1 for value in overrides.values()) or _ROUNDS.value < 1:
+        raise ValueError("--batch, --seq_len and --rounds must be >= 1")
+    result = bench_train.train_rows(_SHAPES.value, _PEERS.value, rounds=_ROUNDS.value,
+                                    unrolls=[int(u) for u in _UNROLLS.value], overrides=overrides,
+                                    log=lambda message: print(message, file=sys.stderr, flush=True))
+    title = (f"training step (forward + backward + Adam), median of {_ROUNDS.value} interleaved rounds\n"
+             f"on {bench.machine()}")
+    return ({"section": "train", "machine": bench.machine(), "rounds": _ROUNDS.value, **result},
+            bench_train.format_train_rows(result, title))
+
+
+SECTIONS = {"train": train_section, "sample": sample_section}
 
 
 def main(argv):

@@ -1,0 +1,212 @@
+"""The training-step benchmark behind `scripts/benchmark.py train`: our step and the peers'
+(lstm/bench_peers.py) on identical shapes, interleaved in one process, plus the machine's
+matmul ceiling measured in the same run.
+
+Interleaving matters on a shared machine: a burst of load from elsewhere then slows every
+contestant's sample of the same round instead of one contestant's whole series. Each entry is
+the median over rounds, after warm-up calls that compile and fill caches.
+
+FLOPs are counted the usual way (the "model FLOPs" of MFU): matmuls only, a forward pass of
+Σ_layers 2·B·T·(I + H)·4H plus the head's 2·B·P·H·V (P = 1 prediction per window for `last`,
+T for `all`), times 3 for forward + backward. I is the layer's dense input width (1 for the
+scaled input, V for one-hot, D for an embedding), so every implementation is charged the same
+work however it computes it (ours turns the one-hot/embedded projection into a gather).
+"""
+from __future__ import annotations
+
+import importlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm import bench_peers
+from lstm.bench_peers import PeerUnavailable, TrainShape
+
+# Vocabulary sizes of the corpora the configs train on (cleaned Alice; Tiny Shakespeare).
+CONFIG_VOCAB = {"small": 45, "bigger": 45, "shakespeare": 65, "tiny": 45}
+DEFAULT_SHAPES = ("small", "bigger", "shakespeare")
+OURS = "ours"
+
+
+def load_config(name: str):
+    """configs/<name>.py's config (the repository root must be importable)."""
+    if name not in CONFIG_VOCAB:
+        raise ValueError(f"unknown shape {name!r}; choose from {', '.join(CONFIG_VOCAB)}")
+    return importlib.import_module(f"configs.{name}").get_config()
+
+
+def shape_of(name: str, config) -> TrainShape:
+    d, m = config.data, config.model
+    if d.objective not in ("last", "all"):
+        raise ValueError(f"{name}: the benchmark times the last and all objectives, not {d.objective}")
+    return TrainShape(name=name, batch=config.train.batch_size, seq_len=d.seq_len, vocab=CONFIG_VOCAB[name],
+                      hidden_sizes=tuple(int(h) for h in m.hidden_sizes), encoding=m.encoding,
+                      embed_dim=m.embed_dim, objective=d.objective, dropout=m.dropout)
+
+
+def flops_per_step(shape: TrainShape) -> float:
+    """Matmul FLOPs of one forward + backward (see the module docstring)."""
+    first_input = {"scaled": 1, "onehot": shape.vocab, "embed": shape.embed_dim}[shape.encoding]
+    B, T = shape.batch, shape.seq_len
+    forward, width = 0.0, first_input
+    for hidden in shape.hidden_sizes:
+        forward += 2 * B * T * (width + hidden) * 4 * hidden
+        width = hidden
+    predictions = 1 if shape.objective == "last" else T
+    forward += 2 * B * predictions * width * shape.vocab
+    return 3 * forward
+
+
+# --------------------------------------------------------------------------------- our step
+def make_our_step(config, shape: TrainShape, *, unroll: int, corpus_chars: int = 1 << 16, seed: int = 0):
+    """(step, info): one optimizer step of lstm.train's jitted training program, windows
+    gathered on the device from a random corpus of the shape's vocabulary, as in training."""
+    from lstm import train
+
+    config = config.copy_and_resolve_references()
+    config.model.unroll = unroll
+    config.seed = seed
+    graphdef, optimizer, state = train.init_train_state(config, shape.vocab)
+    train_steps = train.make_train_steps(graphdef, optimizer, config)
+    rng = np.random.default_rng(seed)
+    corpus = jnp.asarray(rng.integers(0, shape.vocab, corpus_chars), jnp.uint8)
+    high = corpus_chars - shape.seq_len - 1
+    weights = jnp.ones((1, shape.batch), jnp.float32)
+    resets = jnp.zeros((1,), bool)
+    holder = {"state": state}
+
+    def step() -> float:
+        starts = jnp.asarray(rng.integers(0, high, (1, shape.batch)), jnp.int32)
+        holder["state"], metrics = train_steps(holder["state"], corpus, starts, weights, resets)
+        return float(metrics["loss"][-1])
+
+    return step, {"peer": OURS, "version": f"jax {jax.__version__}",
+                  "init": "Keras (Glorot input, orthogonal recurrent, unit forget bias)",
+                  "note": f"lstm.train step, custom-VJP scan, unroll {unroll}"}
+
+
+# -------------------------------------------------------------------------------- ceilings
+def _median_seconds(run, repeats: int) -> float:
+    run()  # compile
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def matmul_ceiling(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of one large square float32 matmul: what the machine's BLAS can reach."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    seconds = _median_seconds(lambda: product(a).block_until_ready(), repeats)
+    return 2 * size ** 3 / seconds / 1e9
+
+
+def recurrent_matmul_rate(batch: int, hidden: int, steps: int = 100, repeats: int = 5) -> float:
+    """GFLOP/s of the recurrence's own matmul, [B, H] @ [H, 4H], chained through a scan as
+    in the cell (each step waits for the last): the ceiling for a sequential recurrence,
+    usually well below the large-matmul rate because each product is small."""
+    rng = np.random.default_rng(0)
+    W = jnp.asarray(rng.standard_normal((hidden, 4 * hidden)) / np.sqrt(hidden), jnp.float32)
+    h0 = jnp.asarray(rng.standard_normal((batch, hidden)), jnp.float32)
+
+    @jax.jit
+    def chain(W, h):
+        body = lambda h, _: (jnp.tanh((h @ W)[:, :hidden]), None)  # tanh keeps values bounded
+        return jax.lax.scan(body, h, None, length=steps)[0]
+
+    seconds = _median_seconds(lambda: chain(W, h0).block_until_ready(), repeats)
+    return 2 * batch * hidden * 4 * hidden * steps / seconds / 1e9
+
+
+# ------------------------------------------------------------------------------------ rows
+def train_rows(shape_names=DEFAULT_SHAPES, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int = 2,
+               unrolls=(1,), overrides: dict | None = None, log=None) -> dict:
+    """Times every contestant on every shape; returns {"ceiling_gflops", "rows": [...]}.
+
+    `overrides` (dotted config key → value) apply to every shape, e.g. a smaller batch for a
+    smoke run. A peer whose package is missing gives a row with `skipped` set."""
+    log = log or (lambda message: None)
+    peak = matmul_ceiling()
+    log(f"matmul ceiling {peak:.1f} GFLOP/s")
+    rows = []
+    for name in shape_names:
+        config = load_config(name)
+        for dotted, value in (overrides or {}).items():
+            section, key = dotted.split(".")
+            config[section][key] = value
+        shape = shape_of(name, config)
+        inputs, targets = bench_peers.make_batch(shape)
+        contestants = []
+        for unroll in unrolls:
+            contestants.append(make_our_step(config, shape, unroll=unroll))
+        for peer in peers:
+            try:
+                contestants.append(bench_peers.make_peer_step(peer, shape, inputs, targets))
+            except PeerUnavailable as reason:
+                rows.append(_row(shape, {"peer": peer, "note": ""}, None, peak, None, skipped=str(reason)))
+        for step, info in contestants:
+            for _ in range(warmup):
+                step()
+        times = [[] for _ in contestants]
+        losses = [float("nan")] * len(contestants)
+        for _ in range(rounds):
+            for index, (step, _) in enumerate(contestants):
+                started = time.perf_counter()
+                losses[index] = step()
+                times[index].append(time.perf_counter() - started)
+        recurrent = recurrent_matmul_rate(shape.batch, max(shape.hidden_sizes))
+        for (step, info), seconds, loss in zip(contestants, times, losses):
+            rows.append(_row(shape, info, float(np.median(seconds)), peak, recurrent, loss=loss,
+                             spread=(min(seconds), max(seconds))))
+        log(f"{name}: done")
+    return {"ceiling_gflops": peak, "rows": rows}
+
+
+def _row(shape, info, seconds, peak, recurrent, *, loss=None, spread=None, skipped=None) -> dict:
+    flops = flops_per_step(shape)
+    row = {"shape": shape.name, "batch": shape.batch, "seq_len": shape.seq_len, "vocab": shape.vocab,
+           "hidden": list(shape.hidden_sizes), "encoding": shape.encoding, "objective": shape.objective,
+           "gflop_per_step": flops / 1e9, **info, "skipped": skipped}
+    if seconds is None:
+        return row
+    targets = shape.batch * (1 if shape.objective == "last" else shape.seq_len)
+    row.update(s_per_step=seconds, s_min=spread[0], s_max=spread[1], windows_per_s=shape.batch / seconds,
+               target_chars_per_s=targets / seconds, gflops=flops / seconds / 1e9,
+               pct_of_ceiling=100 * flops / seconds / 1e9 / peak,
+               floor_s=flops / 1e9 / peak, recurrent_gflops=recurrent,
+               recurrent_floor_s=flops / 1e9 / recurrent, last_loss=loss)
+    return row
+
+
+def format_train_rows(result: dict, title: str) -> str:
+    """A plain-text table; per shape, each contestant's time relative to ours (unroll 1)."""
+    header = ("shape", "implementation", "s/step", "vs ours", "windows/s", "target chars/s", "GFLOP/s",
+              "% ceiling", "note")
+    lines = []
+    ours = {}
+    for r in result["rows"]:
+        if r["peer"] == OURS:
+            ours.setdefault(r["shape"], r["s_per_step"])  # the first of ours: the lowest unroll
+    for r in result["rows"]:
+        if r.get("skipped"):
+            lines.append([r["shape"], r["peer"], "skipped", "", "", "", "", "", r["skipped"]])
+            continue
+        lines.append([r["shape"], r["peer"], f"{r['s_per_step']:.4f}", f"{r['s_per_step'] / ours[r['shape']]:.2f}×",
+                      f"{r['windows_per_s']:,.0f}", f"{r['target_chars_per_s']:,.0f}", f"{r['gflops']:.1f}",
+                      f"{r['pct_of_ceiling']:.0f}%", r.get("note", "")])
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    left = {0, 1, 8}
+    fmt = lambda row: "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+    floors = []
+    for name in dict.fromkeys(r["shape"] for r in result["rows"]):
+        row = next(r for r in result["rows"] if r["shape"] == name and r.get("floor_s"))
+        floors.append(f"{name}: {row['gflop_per_step']:.2f} GFLOP/step; floor {row['floor_s']:.4f} s at the "
+                      f"{result['ceiling_gflops']:.0f} GFLOP/s ceiling, {row['recurrent_floor_s']:.4f} s at the "
+                      f"recurrent matmul's {row['recurrent_gflops']:.0f} GFLOP/s")
+    return "\n".join([title, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines), "", *floors])

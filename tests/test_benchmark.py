@@ -1,0 +1,80 @@
+"""Smoke runs of scripts/benchmark.py (tiny shapes, seconds) so the script cannot rot, and the
+FLOP count behind its GFLOP/s column checked against a count written out by hand. No test
+asserts a timing."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lstm import bench_train
+from lstm.bench_peers import TrainShape
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_benchmark(*args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def test_flops_match_a_hand_count_of_the_bigger_model():
+    shape = TrainShape(name="bigger", batch=64, seq_len=100, vocab=45, hidden_sizes=(256, 256),
+                       encoding="scaled", embed_dim=64, objective="last", dropout=0.2)
+    layer1 = 2 * 64 * 100 * (1 + 256) * 1024  # x_t W_x (1 feature) + h_{t-1} W_h, every step
+    layer2 = 2 * 64 * 100 * (256 + 256) * 1024
+    head = 2 * 64 * 256 * 45  # the last position only
+    assert bench_train.flops_per_step(shape) == 3 * (layer1 + layer2 + head)
+    embedded_all = TrainShape(name="x", batch=2, seq_len=3, vocab=5, hidden_sizes=(4,), encoding="embed",
+                              embed_dim=6, objective="all", dropout=0.0)
+    assert bench_train.flops_per_step(embedded_all) == 3 * (2 * 2 * 3 * (6 + 4) * 16 + 2 * 2 * 3 * 4 * 5)
+
+
+def test_train_section_smoke_reports_every_contestant_or_why_not():
+    result = run_benchmark("train", "--shapes=tiny", "--rounds=1", "--batch=4", "--seq_len=8",
+                           "--unrolls=1,2", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["section"] == "train" and record["ceiling_gflops"] > 0
+    rows = record["rows"]
+    assert {row["peer"] for row in rows} == {"ours", "pytorch", "flax", "keras"}
+    assert [row["note"].endswith(f"unroll {u}") for u in (1, 2)
+            for row in rows if row["peer"] == "ours"].count(True) == 2
+    for row in rows:
+        if row["skipped"]:  # an optional peer that is not installed here
+            assert row["peer"] in ("pytorch", "keras") and "s_per_step" not in row
+            continue
+        assert row["s_per_step"] > 0 and row["batch"] == 4 and row["seq_len"] == 8
+        assert row["windows_per_s"] == pytest.approx(4 / row["s_per_step"])
+        assert row["target_chars_per_s"] == pytest.approx(4 * 8 / row["s_per_step"])  # tiny is `all`
+
+
+def test_train_section_table_names_the_machine_and_the_floor():
+    result = run_benchmark("train", "--shapes=tiny", "--rounds=1", "--batch=4", "--seq_len=8", "--peers=flax")
+    assert result.returncode == 0, result.stderr
+    assert "on " in result.stdout and "floor" in result.stdout and "flax" in result.stdout
+
+
+def test_sample_section_smoke():
+    result = run_benchmark("sample", "--length=16", "--batch_sizes=1,2", "--encodings=embed",
+                           "--baseline_chars=2", "--repeats=1", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [row["batch"] for row in record["rows"]] == [1, 2, 1]
+    assert all(row["chars_per_s"] > 0 for row in record["rows"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nonsense"], "usage"),
+    (["train", "--peers=tensorflow"], "unknown peer 'tensorflow'"),
+    (["train", "--shapes=huge"], "unknown shape 'huge'"),
+    (["train", "--rounds=0"], "must be >= 1"),
+])
+def test_bad_arguments_fail_in_one_line(args, message):
+    result = run_benchmark(*args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
