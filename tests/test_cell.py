@@ -222,3 +222,15 @@ def test_hand_written_backward_equals_autodiff_of_the_plain_scan_in_float64():
         reference = loss(autodiff_reference)
         for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("merge_time_and_batch", [True, False])
+def test_recurrent_weight_gradient_both_layouts_equal_the_numpy_sum_over_steps(merge_time_and_batch):
+    # One device merges (T, B); several keep them apart. Both must be Σ_t h_{t-1}ᵀ dz_t.
+    from lstm.cell import recurrent_weight_gradient
+    with float64():
+        rng = np.random.default_rng(3)
+        h_prev, dzs = rng.normal(size=(T, B, H)), rng.normal(size=(T, B, 4 * H))
+        expected = sum(h_prev[t].T @ dzs[t] for t in range(T))
+        got = recurrent_weight_gradient(jnp.asarray(h_prev), jnp.asarray(dzs), merge_time_and_batch)
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
