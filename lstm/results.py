@@ -244,10 +244,14 @@ def markdown_table(summaries, columns=DEFAULT_COLUMNS) -> str:
 
 
 # ----------------------------------------------------------------------------------- plots
-def plot_curves(workdirs, out_png, title, reference=None, labels=None) -> Path:
+def plot_curves(workdirs, out_png, title, reference=None, labels=None, x_axis="epoch") -> Path:
     """Training loss (logged steps as a thin line, epoch means as dots) and validation loss
     (squares, dashed) of each run against epoch, with `reference` (epoch, loss, label) points as
-    stars. x is step / steps_per_epoch; if any run's epoch length is unknown, x is the step."""
+    stars. x is step / steps_per_epoch; if any run's epoch length is unknown, x is the step.
+
+    x_axis="time" plots against seconds since the run's loop started instead (runs made in one
+    process, such as fixed-budget comparisons, whose epochs differ in length); stars, placed
+    in epochs, are then left out. With more than two runs the legend names runs only."""
     # Figure + Agg canvas, not pyplot: no global backend switch under a notebook's feet.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -255,28 +259,37 @@ def plot_curves(workdirs, out_png, title, reference=None, labels=None) -> Path:
     runs = [load_run(w) for w in workdirs]
     labels = labels or [Path(w).name for w in workdirs]
     lengths = [steps_per_epoch(records, config) for records, config in runs]
-    by_epoch = all(lengths)
+    by_time = x_axis == "time"
+    by_epoch = all(lengths) and not by_time
+    if by_time:
+        reference = None
+    brief = len(runs) > 2
     fig = Figure(figsize=(6.4, 4.0))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = [f"C{i}" for i in range(10)]
     for i, ((records, _), spe, label) in enumerate(zip(runs, lengths, labels)):
-        color, x = colors[i % 10], (lambda step, spe=spe: step / spe if by_epoch else step)
+        color = colors[i % 10]
+        start = next((r["wall_time"] - r["elapsed_s"] for r in records if "elapsed_s" in r and "wall_time" in r), 0.0)
+        x = ((lambda r: r["wall_time"] - start) if by_time else
+             (lambda r, spe=spe: r["step"] / spe if by_epoch else r["step"]))
         points = lambda kind, key, keep=lambda r: True: [
-            (x(r["step"]), r[key]) for r in records
+            (x(r), r[key]) for r in records
             if r.get("event") == kind and _finite(r.get(key)) and keep(r)]
+        name = (lambda what: "_nolegend_") if brief else (lambda what: f"{label} {what}")
         series = {"train": points("train", "loss"), "eval": points("eval", "val_loss"),
                   "epoch": points("epoch", "train_loss", _complete),
                   "partial": points("epoch", "train_loss", lambda r: not _complete(r))}
         if series["train"]:
-            ax.plot(*zip(*series["train"]), color=color, lw=0.6, alpha=0.45, label=f"{label} train (logged)")
+            ax.plot(*zip(*series["train"]), color=color, lw=0.6, alpha=0.45,
+                    label=label if brief else f"{label} train (logged)")
         if series["epoch"]:
-            ax.plot(*zip(*series["epoch"]), "o", color=color, ms=4, label=f"{label} train (epoch mean)")
+            ax.plot(*zip(*series["epoch"]), "o", color=color, ms=4, label=name("train (epoch mean)"))
         if series["partial"]:  # hollow: a mean over part of an epoch is not comparable to whole ones
             ax.plot(*zip(*series["partial"]), "o", color=color, mfc="none", ms=4,
-                    label=f"{label} train (partial epoch mean)")
+                    label=name("train (partial epoch mean)"))
         if series["eval"]:
-            ax.plot(*zip(*series["eval"]), "s--", color=color, ms=3.5, lw=1, label=f"{label} validation")
+            ax.plot(*zip(*series["eval"]), "s--", color=color, ms=3.5, lw=1, label=name("validation"))
     known = next((spe for spe in lengths if spe), None)
     stars = [(epoch * (1 if by_epoch else known), loss, label) for epoch, loss, label in reference or []
              if by_epoch or known]  # in steps, an epoch's length must be known to place a star
@@ -288,11 +301,12 @@ def plot_curves(workdirs, out_png, title, reference=None, labels=None) -> Path:
         right = x > middle
         ax.annotate(label, (x, loss), xytext=(-6 if right else 6, 5), textcoords="offset points",
                     fontsize=7, ha="right" if right else "left")
-    ax.set_xlabel("epoch" if by_epoch else "step")
+    ax.set_xlabel("seconds of training" if by_time else "epoch" if by_epoch else "step")
     ax.set_ylabel("loss (nats/char)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="lines: logged training loss; dots: epoch means; squares: validation"
+              if brief else None, title_fontsize=7)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ latest N logged samples) and writes one PNG per --plot into --out_dir (plot prog
 name (last path part) of a --runs workdir, or a workdir path. Runs of the tutorial's configs
 (small, bigger) get the tutorial's end point as a star unless --notutorial_points;
 --reference=NAME:EPOCH:LOSS:LABEL adds a star of your own to plot NAME. --json prints one JSON
-object (summaries, plots, samples) instead of markdown.
+object (summaries, plots, samples) instead of markdown. --time_plots=NAME,… draws those plots
+against seconds of training rather than epochs (fixed-budget comparisons).
 """
 import json
 import os
@@ -30,6 +31,7 @@ _REFERENCE = flags.DEFINE_multi_string("reference", [], "NAME:EPOCH:LOSS:LABEL: 
 _TUTORIAL = flags.DEFINE_bool("tutorial_points", True, "Star the tutorial's end point on plots of small/bigger runs.")
 _COLUMNS = flags.DEFINE_list("columns", None, "Table columns (default: the library's DEFAULT_COLUMNS).")
 _SAMPLES = flags.DEFINE_integer("samples", 0, "Print each run's latest N logged samples after the table.")
+_TIME_PLOTS = flags.DEFINE_list("time_plots", [], "Names of --plot figures drawn against seconds of training instead of epochs.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of markdown.")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -83,6 +85,9 @@ def main(argv):
     runs = dict(zip(labels, _RUNS.value))
     plots = parse_plots(_PLOT.value, runs)
     references = parse_references(_REFERENCE.value, plots)
+    unknown = sorted(set(_TIME_PLOTS.value) - set(plots))
+    if unknown:
+        cli.fail(f"--time_plots names {unknown[0]!r}, which no --plot defines")
     try:
         summaries = [results.summarize_run(w, label) for label, w in runs.items()]
         table = results.markdown_table(summaries, _COLUMNS.value or results.DEFAULT_COLUMNS)
@@ -93,7 +98,8 @@ def main(argv):
                 configs = {results.summarize_run(w)["config"] for w in workdirs}
                 stars += [point for config, point in results.TUTORIAL_POINTS.items() if config in configs]
             path = results.plot_curves(workdirs, os.path.join(_OUT_DIR.value, f"{name}.png"), title,
-                                       reference=stars, labels=plot_labels)
+                                       reference=stars, labels=plot_labels,
+                                       x_axis="time" if name in _TIME_PLOTS.value else "epoch")
             written[name] = str(path)
             print(f"wrote {path}", file=sys.stderr)
         samples = {label: results.collect_samples(w, _SAMPLES.value)

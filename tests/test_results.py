@@ -199,3 +199,19 @@ def test_cli_bad_input_is_one_line(tmp_path, setup, args, named):
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("error: ") and named in done.stderr
+
+
+def test_time_axis_plot_is_written_and_unknown_time_plot_is_refused(tmp_path):
+    # Fixed-budget comparisons are drawn against seconds; a --time_plots typo is one line.
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"event": "train", "step": s, "loss": 3.0 - s / 100, "wall_time": 1000.0 + s,
+                "elapsed_s": 5.0 + s} for s in (10, 20, 30)]
+    records.append({"event": "eval", "step": 30, "val_loss": 2.5, "wall_time": 1032.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = results.plot_curves([run, run, run], tmp_path / "t.png", "t", labels=["a", "b", "c"], x_axis="time")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = subprocess.run([sys.executable, str(SCRIPT), f"--runs={run}", "--plot=p:run", "--time_plots=q"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0 and "--time_plots names 'q'" in result.stderr
+    assert "Traceback" not in result.stderr
