@@ -6,6 +6,7 @@ is the one least disturbed by others, and the compile time is reported on its ow
 """
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import time
@@ -123,8 +124,25 @@ def format_rows(rows: list[dict], title: str) -> str:
     lines = [[r["method"], r["encoding"], str(r["batch"]), f"{r['chars_per_s']:,.0f}",
               f"{1e6 * r['seconds'] * r['batch'] / r['chars']:,.1f}", f"{r['compile_s']:.2f}", r["note"]]
              for r in rows]
+    return text_table(title, header, lines, left={0, 1, 6})
+
+
+def text_table(title: str, header, lines, left) -> str:
+    """Columns padded to their widest cell: those in `left` left-aligned, the rest (numbers)
+    right-aligned, under a title and a rule."""
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    left = {0, 1, 6}
     fmt = lambda row: "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
                                 for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
     return "\n".join([title, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+
+
+def load_config(name: str, overrides: dict | None = None):
+    """configs/<name>.py's config with dotted overrides ({"train.batch_size": 4}) applied; the
+    repository root must be importable, as the scripts arrange."""
+    config = importlib.import_module(f"configs.{name}").get_config()
+    for dotted, value in (overrides or {}).items():
+        node, *path, leaf = [config] + dotted.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config

@@ -14,14 +14,13 @@ work however it computes it (ours turns the one-hot/embedded projection into a g
 """
 from __future__ import annotations
 
-import importlib
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm import bench_peers
+from lstm import bench, bench_peers
 from lstm.bench_peers import PeerUnavailable, TrainShape
 
 # Vocabulary sizes of the corpora the configs train on (cleaned Alice; Tiny Shakespeare).
@@ -30,11 +29,11 @@ DEFAULT_SHAPES = ("small", "bigger", "shakespeare")
 OURS = "ours"
 
 
-def load_config(name: str):
-    """configs/<name>.py's config (the repository root must be importable)."""
+def load_config(name: str, overrides: dict | None = None):
+    """configs/<name>.py's config, for a shape whose corpus vocabulary is known."""
     if name not in CONFIG_VOCAB:
         raise ValueError(f"unknown shape {name!r}; choose from {', '.join(CONFIG_VOCAB)}")
-    return importlib.import_module(f"configs.{name}").get_config()
+    return bench.load_config(name, overrides)
 
 
 def shape_of(name: str, config) -> TrainShape:
@@ -135,10 +134,7 @@ def train_rows(shape_names=DEFAULT_SHAPES, peers=bench_peers.PEERS, *, rounds: i
     log(f"matmul ceiling {peak:.1f} GFLOP/s")
     rows = []
     for name in shape_names:
-        config = load_config(name)
-        for dotted, value in (overrides or {}).items():
-            section, key = dotted.split(".")
-            config[section][key] = value
+        config = load_config(name, overrides)
         shape = shape_of(name, config)
         inputs, targets = bench_peers.make_batch(shape)
         contestants = []
@@ -199,14 +195,10 @@ def format_train_rows(result: dict, title: str) -> str:
         lines.append([r["shape"], r["peer"], f"{r['s_per_step']:.4f}", f"{r['s_per_step'] / ours[r['shape']]:.2f}×",
                       f"{r['windows_per_s']:,.0f}", f"{r['target_chars_per_s']:,.0f}", f"{r['gflops']:.1f}",
                       f"{r['pct_of_ceiling']:.0f}%", r.get("note", "")])
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    left = {0, 1, 8}
-    fmt = lambda row: "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
-                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
     floors = []
     for name in dict.fromkeys(r["shape"] for r in result["rows"]):
         row = next(r for r in result["rows"] if r["shape"] == name and r.get("floor_s"))
         floors.append(f"{name}: {row['gflop_per_step']:.2f} GFLOP/step; floor {row['floor_s']:.4f} s at the "
                       f"{result['ceiling_gflops']:.0f} GFLOP/s ceiling, {row['recurrent_floor_s']:.4f} s at the "
                       f"recurrent matmul's {row['recurrent_gflops']:.0f} GFLOP/s")
-    return "\n".join([title, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines), "", *floors])
+    return "\n".join([bench.text_table(title, header, lines, left={0, 1, 8}), "", *floors])

@@ -82,17 +82,6 @@ class PeakSampler:
         self.sample()
 
 
-def load_config(name: str, overrides: dict):
-    import importlib
-    config = importlib.import_module(f"configs.{name}").get_config()
-    for dotted, value in overrides.items():
-        node, *path, leaf = [config] + dotted.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config
-
-
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "collective-permute", "all-to-all")
 _DTYPE_BYTES = {"f64": 8, "s64": 8, "u64": 8, "f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2,
                 "s16": 2, "u16": 2, "s8": 1, "u8": 1, "pred": 1}
@@ -120,12 +109,12 @@ def collectives_worker(spec: dict) -> dict:
     what crosses between them."""
     import jax
     import numpy as np
-    from lstm import distributed, train
+    from lstm import bench, distributed, train
     mesh = distributed.data_mesh()
     by_batch, everywhere = distributed.batch_sharding(mesh, batch_axis=1), distributed.replicated(mesh)
     out = {"devices": jax.device_count(), "configs": {}}
     for name, vocab_size in spec["configs"].items():
-        config = load_config(name, {})
+        config = bench.load_config(name, {})
         batch = config.train.batch_size
         graphdef, optimizer, state = train.init_train_state(config, vocab_size)
         state = train.place_state(state, mesh)
@@ -143,9 +132,9 @@ def worker(spec: dict) -> dict:
         return collectives_worker(spec)
     import jax
     jax.devices()  # start the backend first: its memory is part of the baseline
-    from lstm import data, train
+    from lstm import bench, data, train
     result = {"after_import": read_status()}
-    config = load_config(spec["config"], spec.get("overrides", {}))
+    config = bench.load_config(spec["config"], spec.get("overrides", {}))
     with PeakSampler() as sampler:
         started = time.perf_counter()
         if spec["kind"] == "encode":
@@ -261,10 +250,10 @@ def allreduce_section(args) -> list[dict]:
     import jax
     import numpy as np
     from flax import nnx
-    from lstm import data, train
+    from lstm import bench, data, train
     rows = []
     for name in ALLREDUCE_CONFIGS:
-        config = load_config(name, {})
+        config = bench.load_config(name, {})
         vocab_size = len(data.load_corpus(config.data).vocab)
         _, params = nnx.split(train.build_model(config, vocab_size))
         leaves = jax.tree.leaves(params)
