@@ -82,11 +82,13 @@ class _Cleaning:
     lowercase: bool = False
     allowed_chars: str | None = None  # sorted, deduplicated; None keeps every character
     ascii_only: bool = False
+    crlf: bool = False  # end lines with "\r\n" again, as the tutorial's Windows copy did
 
     @classmethod
-    def make(cls, strip_gutenberg=True, lowercase=False, allowed_chars=None, ascii_only=False):
+    def make(cls, strip_gutenberg=True, lowercase=False, allowed_chars=None, ascii_only=False,
+             crlf=False):
         allowed = "".join(sorted(set(allowed_chars))) if allowed_chars else None
-        return cls(bool(strip_gutenberg), bool(lowercase), allowed, bool(ascii_only))
+        return cls(bool(strip_gutenberg), bool(lowercase), allowed, bool(ascii_only), bool(crlf))
 
     @functools.cached_property
     def _disallowed(self):
@@ -100,6 +102,8 @@ class _Cleaning:
             text = text.encode("ascii", "ignore").decode("ascii")
         if self.allowed_chars is not None:
             text = self._disallowed.sub("", text)
+        if self.crlf:  # after the filter, so allowed_chars need not list "\r"
+            text = text.replace("\n", "\r\n")
         return text
 
 
@@ -177,23 +181,25 @@ def _clean_pieces(path, cleaning: _Cleaning, chunk_bytes: int = CHUNK_BYTES):
 
 
 def read_text(path, *, strip_gutenberg=True, lowercase=False, allowed_chars=None,
-              ascii_only=False) -> str:
+              ascii_only=False, crlf=False) -> str:
     """The cleaned text of a UTF-8 file (Gutenberg licence dropped, line endings LF).
 
     `allowed_chars` keeps only those characters (after lower-casing): the tutorial's
     "remove punctuation" extension. Include "\\n" and " " in it if you want lines and words.
+    `crlf` ends every line with "\\r\\n" instead, to reproduce the tutorial's Windows copy.
     """
-    cleaning = _Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only)
+    cleaning = _Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only, crlf)
     text = "".join(_clean_pieces(path, cleaning))
     if not text:
         raise DataError(f"{path}: no text left after cleaning ({_describe(cleaning)})")
     return text
 
 
-def clean_text(text: str, *, lowercase=False, allowed_chars=None, ascii_only=False) -> str:
+def clean_text(text: str, *, lowercase=False, allowed_chars=None, ascii_only=False,
+               crlf=False) -> str:
     """Cleans a string by the rules `read_text` applies to a file (line endings, case,
     allowed characters, ASCII), so a user's seed text matches the corpus it is fed to."""
-    return _Cleaning.make(False, lowercase, allowed_chars, ascii_only).apply(text)
+    return _Cleaning.make(False, lowercase, allowed_chars, ascii_only, crlf).apply(text)
 
 
 def _describe(cleaning: _Cleaning) -> str:
@@ -315,7 +321,7 @@ def _content_sha256(path) -> str:
 
 
 def encode_file(path, vocab: Vocab | None = None, *, cache_dir, strip_gutenberg=True,
-                lowercase=False, allowed_chars=None, ascii_only=False,
+                lowercase=False, allowed_chars=None, ascii_only=False, crlf=False,
                 chunk_bytes=CHUNK_BYTES) -> tuple[Vocab, np.ndarray]:
     """Encode a file of any size to `cache_dir/<key>.bin` and return it as a read-only memmap.
 
@@ -324,7 +330,7 @@ def encode_file(path, vocab: Vocab | None = None, *, cache_dir, strip_gutenberg=
     the character set; the encoding pass writes chunk by chunk, so memory stays constant.
     """
     _require_file(path)
-    cleaning = _Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only)
+    cleaning = _Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only, crlf)
     key_source = json.dumps([_CACHE_FORMAT, _content_sha256(path), dataclasses.asdict(cleaning),
                              list(vocab.chars) if vocab else None])
     key = hashlib.sha256(key_source.encode()).hexdigest()
@@ -437,7 +443,8 @@ def load_corpus(cfg, cache_dir=None) -> Corpus:
     options = dict(strip_gutenberg=getattr(cfg, "strip_gutenberg", True),
                    lowercase=getattr(cfg, "lowercase", False),
                    allowed_chars=getattr(cfg, "allowed_chars", None) or None,
-                   ascii_only=getattr(cfg, "ascii_only", False))
+                   ascii_only=getattr(cfg, "ascii_only", False),
+                   crlf=getattr(cfg, "crlf", False))
     if path.is_file() and path.stat().st_size < IN_MEMORY_LIMIT_BYTES:
         text = read_text(path, **options)
         vocab = Vocab.from_text(text)

@@ -189,7 +189,8 @@ def normalize_seed(text: str, data_cfg=None) -> str:
         return text
     return data.clean_text(text, lowercase=data_cfg.get("lowercase", False),
                            allowed_chars=data_cfg.get("allowed_chars") or None,
-                           ascii_only=data_cfg.get("ascii_only", False))
+                           ascii_only=data_cfg.get("ascii_only", False),
+                           crlf=data_cfg.get("crlf", False))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

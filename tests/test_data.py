@@ -61,6 +61,20 @@ def test_bom_crlf_and_lone_cr_become_plain_lf(tmp_path):
     assert data.read_text(path) == "one\ntwo\nthree\n\n"
 
 
+def test_crlf_option_restores_windows_line_endings_everywhere(tmp_path, monkeypatch):
+    path = write(tmp_path, b"\xef\xbb\xbfOne\r\ntwo\rthree\n\r\n")
+    expected = "one\r\ntwo\r\nthree\r\n\r\n"
+    assert data.read_text(path, lowercase=True, crlf=True) == expected
+    # "\r" is added after the allowed-characters filter, so the filter need not list it
+    assert data.read_text(path, allowed_chars="entw\n", crlf=True) == "ne\r\ntw\r\ntee\r\n\r\n"
+    assert data.clean_text("A\nb\r\n", lowercase=True, crlf=True) == "a\r\nb\r\n"
+    monkeypatch.setattr(data, "_MAX_CARRIED_CHARS", 0)
+    for chunk_bytes in (1, 2, 3, 64):  # a streamed CRLF pair cut anywhere still becomes one pair
+        vocab, ids = data.encode_file(path, None, cache_dir=tmp_path / f"c{chunk_bytes}",
+                                      lowercase=True, crlf=True, chunk_bytes=chunk_bytes)
+        assert vocab.decode(ids) == expected
+
+
 def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
     path = write(tmp_path, b"abc\n\xc3\xa9\xffdef")  # é is fine, 0xff at offset 6 is not
     with pytest.raises(data.DataError, match=r"corpus\.txt.*0xff.*offset 6") as info:
@@ -92,6 +106,10 @@ def test_wonderland_matches_the_reference_count():
     assert len(text) == 144_440 and len(set(text)) == 45  # data/README.md
     assert text.lstrip("\n").startswith("alice's adventures in wonderland")
     assert text.endswith("the end")
+    # The tutorial's Windows copy: one "\r" more per line (3,348 lines) and a 46th symbol
+    windows = data.read_text(SHARED_DATA / "wonderland.txt", lowercase=True, crlf=True)
+    assert len(windows) == 144_440 + 3_348 and len(set(windows)) == 46
+    assert windows.count("\r\n") == windows.count("\n") == 3_348
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "tinyshakespeare.txt").exists(), reason="no ../shared/data")
