@@ -87,16 +87,16 @@ def steps_per_epoch(records, config=None) -> int | None:
     if not config:
         return None
     # No epoch finished yet: count the windows as training does. Never downloads anything.
-    from lstm import data
+    from lstm import data, schedules
     d = dict(config.get("data", {}), download=False)
     path = Path(d.get("path", ""))
     if not path.is_absolute() and not path.exists():
         d["path"] = str(ROOT / path)  # configs name data relative to the repository root
     try:
         corpus = data.load_corpus(types.SimpleNamespace(**d))
-        return data.make_schedule(d["objective"], len(corpus.train), d["seq_len"],
-                                  config["train"]["batch_size"], stride=d.get("stride", 1),
-                                  seed=config.get("seed", 0)).steps_per_epoch
+        return schedules.make_schedule(d["objective"], len(corpus.train), d["seq_len"],
+                                       config["train"]["batch_size"], stride=d.get("stride", 1),
+                                       seed=config.get("seed", 0)).steps_per_epoch
     except (ValueError, OSError, KeyError, TypeError):  # DataError is a ValueError
         return None
 

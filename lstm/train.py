@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, sample
+from lstm import checkpoint, data, distributed, sample, schedules
 from lstm.logger import MetricLogger
 from lstm.model import ENCODINGS, CharLSTM
 
@@ -190,7 +190,7 @@ def make_train_steps(graphdef, optimizer, config):
 
 
 def batch_windows(corpus, starts, seq_len, objective):
-    inputs, targets = data.gather_windows(corpus, starts, seq_len, objective)
+    inputs, targets = schedules.gather_windows(corpus, starts, seq_len, objective)
     return inputs.astype(jnp.int32), targets.astype(jnp.int32)
 
 
@@ -210,7 +210,7 @@ def make_eval_step(graphdef, seq_len):
 
 
 def evaluate(eval_step, params, corpus, num_tokens, config, mesh) -> dict:
-    starts = data.eval_windows(num_tokens, config.data.seq_len)
+    starts = schedules.eval_windows(num_tokens, config.data.seq_len)
     if len(starts) > config.eval.max_windows:  # evenly spaced, so the whole tail is covered
         starts = starts[np.linspace(0, len(starts) - 1, config.eval.max_windows).astype(int)]
     batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
@@ -239,7 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab
-    schedule = data.make_schedule(d.objective, len(corpus.train), d.seq_len, t.batch_size,
+    schedule = schedules.make_schedule(d.objective, len(corpus.train), d.seq_len, t.batch_size,
                                   stride=d.stride, seed=config.seed)
     steps_per_epoch = schedule.steps_per_epoch
     total_steps = t.num_epochs * steps_per_epoch
