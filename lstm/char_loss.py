@@ -1,0 +1,69 @@
+"""Which characters a trained model pays for: the tutorial's loss split by the target character.
+
+The tutorial's loss is the mean, over windows, of −log p(character after the window). Split by
+what that character is, it shows where the nats go: `by_character` gives each character's count,
+mean loss and share of the total. docs/results.md uses it to measure what the tutorial's Windows
+line endings are worth: on a `\\r\\n` copy, every "\\n" follows a "\\r", so how cheap those "\\n"
+targets are decides how much lower the tutorial's average could be.
+
+    python scripts/loss_by_character.py --workdir=runs/small --windows=20000
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lstm import data, schedules
+
+
+class CharacterLoss(NamedTuple):
+    character: str
+    count: int
+    mean_loss: float  # nats per prediction of this character
+    share: float  # of the summed loss over all evaluated windows
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "seq_len"))
+def _window_losses(graphdef, params, ids, starts, seq_len: int):
+    model = nnx.merge(graphdef, params)
+    inputs, targets = schedules.gather_windows(ids, starts, seq_len, "last")
+    logits, _ = model(inputs, last_only=True)
+    log_probs = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32))
+    return -jnp.take_along_axis(log_probs, targets[:, None], axis=1)[:, 0], targets
+
+
+def window_losses(model, ids, seq_len: int, max_windows: int = 20_000,
+                  batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(loss float64[N], target int32[N]) for N evenly spaced stride-1 windows of `ids`: the
+    tutorial's loss on the character after each window, from the model's deterministic
+    forward pass (no dropout). The last batch is padded and its padding dropped."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    starts = schedules.tutorial_eval_starts(len(ids), seq_len, max_windows)
+    graphdef, params = nnx.split(model)
+    device_ids = jnp.asarray(np.asarray(ids))
+    losses, targets = [], []
+    for begin in range(0, len(starts), batch_size):
+        chunk = starts[begin:begin + batch_size]
+        padded = np.pad(chunk, (0, batch_size - len(chunk)), mode="edge")
+        loss, target = _window_losses(graphdef, params, device_ids, jnp.asarray(padded), seq_len)
+        losses.append(np.asarray(loss, np.float64)[:len(chunk)])
+        targets.append(np.asarray(target)[:len(chunk)])
+    return np.concatenate(losses), np.concatenate(targets)
+
+
+def by_character(losses, targets, vocab: data.Vocab) -> list[CharacterLoss]:
+    """Per target character: count, mean loss and share of the total; largest share first."""
+    losses, targets = np.asarray(losses, np.float64), np.asarray(targets)
+    total = losses.sum()
+    counts = np.bincount(targets, minlength=len(vocab))
+    sums = np.bincount(targets, weights=losses, minlength=len(vocab))
+    rows = [CharacterLoss(vocab.chars[i], int(counts[i]), float(sums[i] / counts[i]),
+                          float(sums[i] / total) if total else 0.0)
+            for i in np.flatnonzero(counts)]
+    return sorted(rows, key=lambda row: (-row.share, row.character))

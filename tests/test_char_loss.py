@@ -1,0 +1,100 @@
+"""The loss split by target character, against a second path: the model's full-sequence
+logits, a float64 NumPy log-softmax at each window's last position, and a Python loop."""
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import nnx
+
+import lstm
+from lstm import char_loss, data, schedules
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "loss_by_character.py"
+
+
+def reference_losses(model, ids, seq_len, max_windows):
+    """−log p(ids[s+T] | ids[s:s+T]) one window at a time, from every-position logits."""
+    losses, targets = [], []
+    for start in schedules.tutorial_eval_starts(len(ids), seq_len, max_windows):
+        window = np.asarray(ids[start:start + seq_len], np.int32)[None]
+        logits, _ = model(window)  # all positions, no last_only shortcut
+        last = np.asarray(logits[0, -1], np.float64)
+        log_norm = np.log(np.exp(last - last.max()).sum()) + last.max()
+        target = int(ids[start + seq_len])
+        losses.append(log_norm - last[target])
+        targets.append(target)
+    return np.array(losses), np.array(targets)
+
+
+@pytest.mark.parametrize("encoding", ["scaled", "onehot", "embed"])
+def test_window_losses_match_per_window_log_softmax(encoding):
+    vocab = data.Vocab.from_text("abcdefg\n")
+    ids = np.random.default_rng(0).integers(0, len(vocab), 80).astype(np.uint8)
+    model = lstm.CharLSTM(len(vocab), hidden_sizes=(8, 6), encoding=encoding, embed_dim=3,
+                          rngs=nnx.Rngs(1))
+    # 13 windows in batches of 5: the last batch is padded, and the padding must not leak in
+    losses, targets = char_loss.window_losses(model, ids, seq_len=7, max_windows=13, batch_size=5)
+    want_losses, want_targets = reference_losses(model, ids, 7, 13)
+    assert len(losses) == 13 and losses.dtype == np.float64
+    np.testing.assert_array_equal(targets, want_targets)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-5, atol=1e-6)
+
+
+def test_by_character_groups_like_a_python_loop():
+    vocab = data.Vocab.from_text("abcd")
+    rng = np.random.default_rng(2)
+    targets = rng.choice([0, 1, 3], size=200)  # "c" never occurs
+    losses = rng.uniform(0, 4, size=200)
+    groups = defaultdict(list)
+    for loss, target in zip(losses, targets):
+        groups[vocab.chars[target]].append(loss)
+    rows = char_loss.by_character(losses, targets, vocab)
+    assert {row.character for row in rows} == set(groups) == {"a", "b", "d"}
+    for row in rows:
+        assert row.count == len(groups[row.character])
+        assert row.mean_loss == pytest.approx(sum(groups[row.character]) / row.count)
+        assert row.share == pytest.approx(sum(groups[row.character]) / losses.sum())
+    assert [row.share for row in rows] == sorted((row.share for row in rows), reverse=True)
+    assert sum(row.share for row in rows) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, corpus_path):
+    from configs import tiny
+    from lstm import train
+    root = tmp_path_factory.mktemp("char_loss")
+    config = tiny.get_config()
+    config.data.path = str(corpus_path)
+    config.data.val_fraction = 0.0
+    config.checkpoint.monitor = "train_loss"
+    config.train.max_steps = 4
+    config.eval.max_windows = 16
+    train.train_and_evaluate(config, root / "run")
+    return root / "run"
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_script_table_json_and_bad_input(workdir):
+    result = run_script(f"--workdir={workdir}", "--windows=50", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["windows"] == 50 and report["split"] == "train"
+    rows = report["characters"]
+    assert sum(row["count"] for row in rows) == 50
+    assert report["mean_loss"] == pytest.approx(sum(r["mean_loss"] * r["count"] for r in rows) / 50)
+    table = run_script(f"--workdir={workdir}", "--windows=50", "--rows=3")
+    assert table.returncode == 0 and "mean loss" in table.stdout
+    assert len(table.stdout.strip().splitlines()) == 3 + 3  # title, header, rule, 3 rows
+    no_val = run_script(f"--workdir={workdir}", "--split=val")
+    assert no_val.returncode == 1 and no_val.stderr.count("\n") == 1 and "held nothing out" in no_val.stderr
+    missing = run_script(f"--workdir={workdir / 'nothere'}")
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
