@@ -31,6 +31,7 @@ def get_config():
     model.dropout = 0.2  # after every LSTM layer, as the tutorial's Dropout(0.2)
     model.input_dropout = 0.0  # tutorial extension 6
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
+    model.matmul_dtype = "float32"  # bfloat16: bf16 matmul operands, float32 accumulation and state (GPU)
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, glorot_uniform
+from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, check_matmul_dtype, glorot_uniform, matmul
 
 ENCODINGS = ("scaled", "onehot", "embed")
 
@@ -26,12 +26,14 @@ class CharLSTM(nnx.Module):
       embed:  a learned D-wide embedding E[k]; without input dropout x_t W_x is row k of the
               V×4H table E W_x, again a gather.
     Dropout follows every LSTM layer (the tutorial's Dropout(0.2) after each LSTM), and
-    optionally the input (the tutorial's extension 6).
+    optionally the input (the tutorial's extension 6). `matmul_dtype="bfloat16"` runs the
+    layers' and the head's matmuls on bfloat16 operands with float32 accumulation (cell.py).
     """
 
     def __init__(self, vocab_size: int, *, hidden_sizes: Sequence[int] = (256,),
                  encoding: str = "scaled", embed_dim: int = 64, dropout: float = 0.0,
-                 input_dropout: float = 0.0, unroll: int = 1, rngs: nnx.Rngs):
+                 input_dropout: float = 0.0, unroll: int = 1, matmul_dtype: str | None = None,
+                 rngs: nnx.Rngs):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
         if not hidden_sizes:
@@ -45,6 +47,7 @@ class CharLSTM(nnx.Module):
         self.dropout = dropout
         self.input_dropout = input_dropout
         self.unroll = unroll
+        self.matmul_dtype = check_matmul_dtype(matmul_dtype)
         if encoding == "embed":
             # Keras's Embedding default init, U(±0.05).
             self.embedding = nnx.Param(
@@ -52,7 +55,7 @@ class CharLSTM(nnx.Module):
         input_size = {"scaled": 1, "onehot": vocab_size, "embed": embed_dim}[encoding]
         layers = []
         for hidden in self.hidden_sizes:
-            layers.append(LSTMCell(input_size, hidden, rngs=rngs))
+            layers.append(LSTMCell(input_size, hidden, rngs=rngs, matmul_dtype=matmul_dtype))
             input_size = hidden
         self.layers = nnx.List(layers)
         self.head_W = nnx.Param(glorot_uniform(rngs.params(), (input_size, vocab_size)))
@@ -111,7 +114,7 @@ class CharLSTM(nnx.Module):
             if last_only and index == len(self.layers) - 1:
                 hs = hs[-1:]
             hs = drop(hs, self.dropout, index + 1)
-        logits = hs @ self.head_W[...] + self.head_b[...]
+        logits = matmul(hs, self.head_W[...], self.matmul_dtype) + self.head_b[...]
         return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces
 
     def _first_projection(self, time_major_tokens, input_dropout, input_dropout_on):
@@ -159,7 +162,7 @@ class CharLSTM(nnx.Module):
             state, _ = layer.step(state, x_proj)
             h = state.h
             new_states.append(state)
-        return h @ self.head_W[...] + self.head_b[...], tuple(new_states)
+        return matmul(h, self.head_W[...], self.matmul_dtype) + self.head_b[...], tuple(new_states)
 
 
 def trace(model: CharLSTM, tokens, state=None):

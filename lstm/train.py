@@ -58,6 +58,8 @@ def validate_config(config) -> None:
          "model.hidden_sizes must list at least one positive width"),
         (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
         (m.unroll >= 1, "model.unroll must be >= 1"),
+        (m.get("matmul_dtype", "float32") in ("float32", "bfloat16"),
+         "model.matmul_dtype must be float32 or bfloat16"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
@@ -77,9 +79,11 @@ def validate_config(config) -> None:
 
 def build_model(config, vocab_size: int) -> CharLSTM:
     m = config.model
+    matmul_dtype = m.get("matmul_dtype", "float32")  # absent from runs saved before the option
     return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
-                    unroll=m.unroll, rngs=nnx.Rngs(config.seed))
+                    unroll=m.unroll, rngs=nnx.Rngs(config.seed),
+                    matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype)
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
