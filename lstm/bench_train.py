@@ -59,13 +59,15 @@ def flops_per_step(shape: TrainShape) -> float:
 
 
 # --------------------------------------------------------------------------------- our step
-def make_our_step(config, shape: TrainShape, *, unroll: int, corpus_chars: int = 1 << 16, seed: int = 0):
+def make_our_step(config, shape: TrainShape, *, unroll: int, matmul_dtype: str = "float32",
+                  corpus_chars: int = 1 << 16, seed: int = 0):
     """(step, info): one optimizer step of lstm.train's jitted training program, windows
     gathered on the device from a random corpus of the shape's vocabulary, as in training."""
     from lstm import train
 
     config = config.copy_and_resolve_references()
     config.model.unroll = unroll
+    config.model.matmul_dtype = matmul_dtype
     config.seed = seed
     graphdef, optimizer, state = train.init_train_state(config, shape.vocab)
     train_steps = train.make_train_steps(graphdef, optimizer, config)
@@ -83,7 +85,8 @@ def make_our_step(config, shape: TrainShape, *, unroll: int, corpus_chars: int =
 
     return step, {"peer": OURS, "version": f"jax {jax.__version__}",
                   "init": "Keras (Glorot input, orthogonal recurrent, unit forget bias)",
-                  "note": f"lstm.train step, custom-VJP scan, unroll {unroll}"}
+                  "matmul_dtype": matmul_dtype,
+                  "note": f"lstm.train step, custom-VJP scan, {matmul_dtype} matmuls, unroll {unroll}"}
 
 
 # -------------------------------------------------------------------------------- ceilings
@@ -124,11 +127,12 @@ def recurrent_matmul_rate(batch: int, hidden: int, steps: int = 100, repeats: in
 
 # ------------------------------------------------------------------------------------ rows
 def train_rows(shape_names=DEFAULT_SHAPES, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int = 2,
-               unrolls=(1,), overrides: dict | None = None, log=None) -> dict:
+               unrolls=(1,), matmul_dtypes=("float32",), overrides: dict | None = None,
+               log=None) -> dict:
     """Times every contestant on every shape; returns {"ceiling_gflops", "rows": [...]}.
 
     `overrides` (dotted config key → value) apply to every shape, e.g. a smaller batch for a
-    smoke run. A peer whose package is missing gives a row with `skipped` set."""
+    smoke run. Ours is timed once per (matmul dtype, unroll) pair. A peer whose package is missing gives a row with `skipped` set."""
     log = log or (lambda message: None)
     peak = matmul_ceiling()
     log(f"matmul ceiling {peak:.1f} GFLOP/s")
@@ -138,8 +142,9 @@ def train_rows(shape_names=DEFAULT_SHAPES, peers=bench_peers.PEERS, *, rounds: i
         shape = shape_of(name, config)
         inputs, targets = bench_peers.make_batch(shape)
         contestants = []
-        for unroll in unrolls:
-            contestants.append(make_our_step(config, shape, unroll=unroll))
+        for matmul_dtype in matmul_dtypes:
+            for unroll in unrolls:
+                contestants.append(make_our_step(config, shape, unroll=unroll, matmul_dtype=matmul_dtype))
         for peer in peers:
             try:
                 contestants.append(bench_peers.make_peer_step(peer, shape, inputs, targets))
@@ -180,14 +185,15 @@ def _row(shape, info, seconds, peak, recurrent, *, loss=None, spread=None, skipp
 
 
 def format_train_rows(result: dict, title: str) -> str:
-    """A plain-text table; per shape, each contestant's time relative to ours (unroll 1)."""
+    """A plain-text table; per shape, each contestant's time relative to our first (the
+    first matmul dtype and unroll asked for: float32, unroll 1 by default)."""
     header = ("shape", "implementation", "s/step", "vs ours", "windows/s", "target chars/s", "GFLOP/s",
               "% ceiling", "note")
     lines = []
     ours = {}
     for r in result["rows"]:
         if r["peer"] == OURS:
-            ours.setdefault(r["shape"], r["s_per_step"])  # the first of ours: the lowest unroll
+            ours.setdefault(r["shape"], r["s_per_step"])
     for r in result["rows"]:
         if r.get("skipped"):
             lines.append([r["shape"], r["peer"], "skipped", "", "", "", "", "", r["skipped"]])

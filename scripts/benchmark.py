@@ -29,6 +29,8 @@ _SHAPES = flags.DEFINE_list("shapes", ["small", "bigger", "shakespeare"], "train
 _PEERS = flags.DEFINE_list("peers", ["pytorch", "flax", "keras"], "train: peer implementations timed beside ours.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "train: interleaved timing rounds (the median is reported).")
 _UNROLLS = flags.DEFINE_list("unrolls", ["1"], "train: scan unrolls of our step to time.")
+_MATMUL_DTYPES = flags.DEFINE_list("matmul_dtypes", ["float32"],
+                                   "train: our step's matmul operand dtypes to time (float32, bfloat16).")
 _BATCH = flags.DEFINE_integer("batch", None, "train: override every shape's batch size (smoke runs).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train: override every shape's window length (smoke runs).")
 _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100, "sample: characters the tutorial's loop is timed over (0: skip it).")
@@ -57,8 +59,12 @@ def train_section():
                                                ("data.seq_len", _SEQ_LEN.value)) if value is not None}
     if any(value < 1 for value in overrides.values()) or _ROUNDS.value < 1:
         raise ValueError("--batch, --seq_len and --rounds must be >= 1")
+    bad_dtypes = sorted(set(_MATMUL_DTYPES.value) - {"float32", "bfloat16"})
+    if bad_dtypes:
+        raise ValueError(f"unknown --matmul_dtypes value {bad_dtypes[0]!r}; choose float32 or bfloat16")
     result = bench_train.train_rows(_SHAPES.value, _PEERS.value, rounds=_ROUNDS.value,
-                                    unrolls=[int(u) for u in _UNROLLS.value], overrides=overrides,
+                                    unrolls=[int(u) for u in _UNROLLS.value],
+                                    matmul_dtypes=_MATMUL_DTYPES.value, overrides=overrides,
                                     log=lambda message: print(message, file=sys.stderr, flush=True))
     title = (f"training step (forward + backward + Adam), median of {_ROUNDS.value} interleaved rounds\n"
              f"on {bench.machine()}")

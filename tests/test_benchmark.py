@@ -35,14 +35,14 @@ def test_flops_match_a_hand_count_of_the_bigger_model():
 
 def test_train_section_smoke_reports_every_contestant_or_why_not():
     result = run_benchmark("train", "--shapes=tiny", "--rounds=1", "--batch=4", "--seq_len=8",
-                           "--unrolls=1,2", "--json")
+                           "--unrolls=1,2", "--matmul_dtypes=float32,bfloat16", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["section"] == "train" and record["ceiling_gflops"] > 0
     rows = record["rows"]
     assert {row["peer"] for row in rows} == {"ours", "pytorch", "flax", "keras"}
-    assert [row["note"].endswith(f"unroll {u}") for u in (1, 2)
-            for row in rows if row["peer"] == "ours"].count(True) == 2
+    ours = {(row["matmul_dtype"], row["note"].rsplit(" ", 1)[-1]) for row in rows if row["peer"] == "ours"}
+    assert ours == {(dtype, unroll) for dtype in ("float32", "bfloat16") for unroll in ("1", "2")}
     for row in rows:
         if row["skipped"]:  # an optional peer that is not installed here
             assert row["peer"] in ("pytorch", "keras") and "s_per_step" not in row
@@ -70,6 +70,7 @@ def test_sample_section_smoke():
     (["train", "--peers=tensorflow"], "unknown peer 'tensorflow'"),
     (["train", "--shapes=huge"], "unknown shape 'huge'"),
     (["train", "--rounds=0"], "must be >= 1"),
+    (["train", "--matmul_dtypes=float16"], "unknown --matmul_dtypes value 'float16'"),
 ])
 def test_bad_arguments_fail_in_one_line(args, message):
     result = run_benchmark(*args)
