@@ -1,7 +1,8 @@
 """The same character-LSTM train step in other frameworks, for `scripts/benchmark.py train`.
 
 Each peer builds the model a user of that framework would write (PyTorch `nn.LSTM`, Flax NNX
-`OptimizedLSTMCell`, the Keras tutorial's `Sequential`) for one `TrainShape`, and returns a
+`OptimizedLSTMCell`, the Keras tutorial's `Sequential`, JAX's cuDNN LSTM on a GPU) for one
+`TrainShape`, and returns a
 `step()` that runs forward, loss, backward and an Adam update on a fixed batch. Every peer keeps
 its framework's default initialisers; what they are is stated in the peer's `info`.
 
@@ -19,7 +20,7 @@ import sys
 
 import numpy as np
 
-PEERS = ("pytorch", "flax", "keras")
+PEERS = ("pytorch", "flax", "keras", "jax-cudnn")
 ENCODINGS = ("scaled", "embed", "onehot")
 OBJECTIVES = ("last", "all")
 LEARNING_RATE = 1e-3
@@ -55,7 +56,8 @@ def make_peer_step(peer: str, shape: TrainShape, inputs, targets, seed: int = 0)
     """Returns (step, info). `step()` runs one training step on the fixed batch, waits for it and
     returns the loss as a float; the first call of the flax and keras peers includes compilation.
     Raises PeerUnavailable when the peer's package is missing, ValueError for a bad peer or shape."""
-    builders = {"pytorch": _pytorch_step, "flax": _flax_step, "keras": _keras_step}
+    builders = {"pytorch": _pytorch_step, "flax": _flax_step, "keras": _keras_step,
+                "jax-cudnn": _jax_cudnn_step}
     if peer not in builders:
         raise ValueError(f"unknown peer {peer!r}; expected one of {PEERS}")
     _check_shape(shape)
@@ -201,6 +203,72 @@ def _flax_step(shape: TrainShape, inputs, targets, seed):
         "init": "Flax defaults: kernels LeCun normal, recurrent orthogonal, biases 0, Embed N(0, 1)",
         "note": f"nnx.RNN(nnx.OptimizedLSTMCell), split/merge under jax.jit, jax {jax.__version__} "
                 f"on {jax.devices()[0].platform}",
+    }
+
+
+# ----------------------------------------------------------------------------------- jax-cudnn
+def _jax_cudnn_step(shape: TrainShape, inputs, targets, seed):
+    """cuDNN's fused LSTM through `jax.experimental.rnn`: the black box on a GPU without
+    PyTorch (a CUDA torch build is gigabytes; JAX's cuDNN path ships with jaxlib)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    if jax.default_backend() != "gpu":
+        raise PeerUnavailable(f"jax.experimental.rnn lowers only to cuDNN on a CUDA GPU; "
+                              f"this backend is {jax.default_backend()}")
+    from jax.experimental import rnn
+
+    sizes = (_input_size(shape),) + tuple(shape.hidden_sizes)
+    keys = jax.random.split(jax.random.key(seed), len(sizes) + 2)
+    params = {  # one single-layer cuDNN call per layer, so dropout follows each, as elsewhere
+        "lstm": [rnn.init_lstm_weight(key, n_in, n_out, 1, False)
+                 for key, n_in, n_out in zip(keys, sizes, sizes[1:])],
+        "head_W": jax.nn.initializers.glorot_uniform()(keys[-2], (sizes[-1], shape.vocab)),
+        "head_b": jnp.zeros((shape.vocab,), jnp.float32),
+    }
+    if shape.encoding == "embed":
+        params["embed"] = jax.random.normal(keys[-1], (shape.vocab, shape.embed_dim))
+    optimizer = optax.adam(LEARNING_RATE, eps=ADAM_EPS)
+    seq_lengths = jnp.full((shape.batch,), shape.seq_len, jnp.int32)
+
+    def logits(params, x, key):
+        if shape.encoding == "embed":
+            x = params["embed"][x]
+        for index, (weights, hidden) in enumerate(zip(params["lstm"], shape.hidden_sizes)):
+            zeros = jnp.zeros((1, shape.batch, hidden), jnp.float32)
+            x, _, _ = rnn.lstm(x, zeros, zeros, weights, seq_lengths, input_size=x.shape[-1],
+                               hidden_size=hidden, num_layers=1, dropout=0.0, bidirectional=False)
+            if shape.dropout:
+                keep = jax.random.bernoulli(jax.random.fold_in(key, index), 1 - shape.dropout, x.shape)
+                x = jnp.where(keep, x / (1 - shape.dropout), 0.0)
+        x = x[:, -1] if shape.objective == "last" else x
+        return x @ params["head_W"] + params["head_b"]
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, opt_state, x, y, key):
+        def loss_fn(params):
+            return optax.softmax_cross_entropy_with_integer_labels(logits(params, x, key), y).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    x, y = jax.device_put(_features(shape, inputs)), jax.device_put(targets)
+    dropout_key = jax.random.key(seed + 1)
+    holder = {"params": params, "opt_state": optimizer.init(params), "step": 0}
+
+    def step() -> float:
+        key = jax.random.fold_in(dropout_key, holder["step"])
+        holder["params"], holder["opt_state"], loss = train_step(
+            holder["params"], holder["opt_state"], x, y, key)
+        holder["step"] += 1
+        return float(loss)
+
+    return step, {
+        "peer": "jax-cudnn", "version": jax.__version__,
+        "init": "jax.experimental.rnn.init_lstm_weight (U(±1/√H)); head Glorot; Embed N(0, 1)",
+        "note": f"jax.experimental.rnn.lstm (cuDNN) per layer, under jax.jit, on {jax.devices()[0].device_kind}",
     }
 
 

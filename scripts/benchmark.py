@@ -26,7 +26,8 @@ _ENCODINGS = flags.DEFINE_list("encodings", ["scaled", "embed"], "sample: input 
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "sample: sampling temperature (0 is greedy).")
 _UNROLL = flags.DEFINE_integer("unroll", None, "sample: unroll of the generation scan (default: the library's).")
 _SHAPES = flags.DEFINE_list("shapes", ["small", "bigger", "shakespeare"], "train: configs whose shapes are timed.")
-_PEERS = flags.DEFINE_list("peers", ["pytorch", "flax", "keras"], "train: peer implementations timed beside ours.")
+_PEERS = flags.DEFINE_list("peers", ["pytorch", "flax", "keras", "jax-cudnn"],
+                           "train: peer implementations timed beside ours (jax-cudnn needs a GPU).")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "train: interleaved timing rounds (the median is reported).")
 _UNROLLS = flags.DEFINE_list("unrolls", ["1"], "train: scan unrolls of our step to time.")
 _MATMUL_DTYPES = flags.DEFINE_list("matmul_dtypes", ["float32"],

@@ -5,6 +5,7 @@ import importlib.util
 import math
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -25,6 +26,8 @@ def require(peer):
     package = {"pytorch": "torch", "keras": "keras"}.get(peer)
     if package and importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} not installed (pip install -r requirements-bench.txt)")
+    if peer == "jax-cudnn" and jax.default_backend() != "gpu":
+        pytest.skip("jax.experimental.rnn runs only on cuDNN: needs a CUDA GPU")
 
 
 @pytest.mark.parametrize("encoding,objective",
@@ -97,3 +100,10 @@ def test_keras_on_another_backend_raises_peer_unavailable(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
     with pytest.raises(PeerUnavailable, match="tensorflow"):
         make_peer_step("keras", TINY, *make_batch(TINY))
+
+
+def test_jax_cudnn_off_a_gpu_raises_peer_unavailable():
+    if jax.default_backend() == "gpu":
+        pytest.skip("on a GPU the peer runs: test_peer_step_learns covers it")
+    with pytest.raises(PeerUnavailable, match="cuDNN"):
+        make_peer_step("jax-cudnn", TINY, *make_batch(TINY))
