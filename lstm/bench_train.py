@@ -132,7 +132,8 @@ def train_rows(shape_names=DEFAULT_SHAPES, peers=bench_peers.PEERS, *, rounds: i
     """Times every contestant on every shape; returns {"ceiling_gflops", "rows": [...]}.
 
     `overrides` (dotted config key → value) apply to every shape, e.g. a smaller batch for a
-    smoke run. Ours is timed once per (matmul dtype, unroll) pair. A peer whose package is missing gives a row with `skipped` set."""
+    smoke run. Ours is timed once per (matmul dtype, unroll) pair. A peer whose package is
+    missing gives a row with `skipped` set."""
     log = log or (lambda message: None)
     peak = matmul_ceiling()
     log(f"matmul ceiling {peak:.1f} GFLOP/s")
