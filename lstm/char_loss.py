@@ -33,7 +33,7 @@ def _window_losses(graphdef, params, ids, starts, seq_len: int):
     model = nnx.merge(graphdef, params)
     inputs, targets = schedules.gather_windows(ids, starts, seq_len, "last")
     logits, _ = model(inputs, last_only=True)
-    log_probs = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32))
+    log_probs = jax.nn.log_softmax(logits[:, 0])  # float32 also under bfloat16 matmuls
     return -jnp.take_along_axis(log_probs, targets[:, None], axis=1)[:, 0], targets
 
 
