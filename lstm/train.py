@@ -45,6 +45,11 @@ class TrainState(NamedTuple):
     epoch_weight_sum: jax.Array  # so a resumed epoch reports exactly what an unbroken one would
 
 
+# Options added after runs were already saved, with the value that reproduces what those runs
+# did: a saved config without one still resumes and samples as before.
+ADDED_OPTIONS = {"model.matmul_dtype": "float32"}
+
+
 def validate_config(config) -> None:
     """Checks the values a typo or a bad override would break, with a one-line message each."""
     d, m, t = config.data, config.model, config.train
@@ -79,7 +84,7 @@ def validate_config(config) -> None:
 
 def build_model(config, vocab_size: int) -> CharLSTM:
     m = config.model
-    matmul_dtype = m.get("matmul_dtype", "float32")  # absent from runs saved before the option
+    matmul_dtype = m.get("matmul_dtype", ADDED_OPTIONS["model.matmul_dtype"])
     return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
@@ -257,7 +262,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     state = place_state(state, mesh)
 
     saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best, best_mode="min")
-    saver.check_compatible(config.to_dict(), vocab.to_json())
+    saver.check_compatible(config.to_dict(), vocab.to_json(), added_options=ADDED_OPTIONS)
     step = 0
     if saver.latest_step() is not None:
         step, flat, _ = saver.restore(flatten_state(state), which="latest")
