@@ -181,8 +181,8 @@ def test_gradients_equal_autodiff_of_the_plain_forward_in_float64(encoding, inpu
         state = jax.tree.map(lambda a: a.astype(jnp.float64), state)
         rng = np.random.default_rng(5)
         weights = [jnp.asarray(rng.normal(size=shape)) for shape in ((B, T, V), (B, HIDDEN[-1]))]
-        # Input dropout's mask: ours draws it inside the model, so read it back from the
-        # forward pass (where the first layer's input is zero) and give the reference the same.
+        # Input dropout's mask: drawn here from the same key the model uses for it
+        # (fold_in(key, 0)), so the reference drops the same inputs; any other mask fails.
         scale = None
         if input_dropout:
             keep = jax.random.bernoulli(jax.random.fold_in(key, 0), 1 - input_dropout,
