@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/bigger.py
 SHARED_DATA := ../shared/data
+# pytest-xdist processes for `make test`; CI's machine has 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: setup data train test clean
 
@@ -25,7 +27,7 @@ train: setup data
 	$(PY) scripts/train.py --config=$(CONFIG) $(ARGS)
 
 test: setup data
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) runs
