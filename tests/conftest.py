@@ -1,6 +1,6 @@
 """Shared fixtures: a short slice of Alice, so training tests are fast and need no network.
 
-Most of the suite's time is XLA compiling the same tiny programs again: many tests start
+Much of the suite's time is XLA compiling the same tiny programs again: many tests start
 `scripts/train.py` in subprocesses. JAX's persistent compilation cache, set here before any
 test imports JAX and inherited by the subprocesses through the environment, compiles each
 program once per worker. It holds the executables the compiler would produce anyway, so no
