@@ -32,6 +32,7 @@ def get_config():
     model.input_dropout = 0.0  # tutorial extension 6
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
     model.matmul_dtype = "float32"  # bfloat16: bf16 matmul operands, float32 accumulation and state (GPU)
+    model.gate_activation = "sigmoid"  # hard_sigmoid: Keras 1 / 2.0-2.2's default gates (the tutorial's)
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128

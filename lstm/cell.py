@@ -9,6 +9,10 @@ For an input x_t and the previous state (h_{t-1}, c_{t-1}):
     c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
     h_t = o_t ⊙ tanh(c_t)
 
+σ is the logistic sigmoid, or, with gate_activation="hard_sigmoid", Keras's piecewise-linear
+clip(0.2·z + 0.5, 0, 1): the default `recurrent_activation` of Keras 1 and of Keras 2 before
+2.3, so the one the tutorial's models trained with. Its gates reach exactly 0 and 1.
+
 Parameters are stored fused, one matrix for all four gates: W_x is I×4H, W_h is H×4H and b is
 4H, with the gates laid out along the last axis in the order of `GATE_ORDER` = (i, f, g, o).
 That is Keras's order (i, f, c, o), so a Keras LSTM's kernel, recurrent_kernel and bias copy in
@@ -38,6 +42,23 @@ from flax import nnx
 
 GATE_ORDER = ("i", "f", "g", "o")
 MATMUL_DTYPES = (None, "bfloat16")
+GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
+
+
+def hard_sigmoid(z):
+    """Keras's hard sigmoid (Keras 1 and 2, Theano and TensorFlow backends): slope 0.2 on
+    |z| < 2.5, exactly 0 or 1 outside."""
+    return jnp.clip(0.2 * z + 0.5, 0.0, 1.0)
+
+
+def gate_activation_and_derivative(name: str):
+    """(σ, σ' written as a function of σ's output): the backward pass keeps only outputs."""
+    if name == "sigmoid":
+        return jax.nn.sigmoid, lambda y: y * (1 - y)
+    if name == "hard_sigmoid":
+        # Flat where clipped; the kinks at exactly 0 and 1 get the flat side's zero.
+        return hard_sigmoid, lambda y: jnp.where((y > 0) & (y < 1), 0.2, 0.0).astype(y.dtype)
+    raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}; got {name!r}")
 
 
 def matmul(a, b, dtype: str | None = None):
@@ -107,13 +128,15 @@ def split_gates(z):
     return {"i": i, "f": f, "g": g, "o": o}
 
 
-def lstm_step(W_h, state: LSTMState, x_proj, matmul_dtype: str | None = None):
+def lstm_step(W_h, state: LSTMState, x_proj, matmul_dtype: str | None = None,
+              gate_activation: str = "sigmoid"):
     """The equations of the module docstring, one line per gate. x_proj = x_t W_x + b, [B, 4H]."""
+    sigma, _ = gate_activation_and_derivative(gate_activation)
     z = split_gates(x_proj + matmul(state.h, W_h, matmul_dtype))
-    i = jax.nn.sigmoid(z["i"])
-    f = jax.nn.sigmoid(z["f"])
+    i = sigma(z["i"])
+    f = sigma(z["f"])
     g = jnp.tanh(z["g"])
-    o = jax.nn.sigmoid(z["o"])
+    o = sigma(z["o"])
     c = f * state.c + i * g
     h = o * jnp.tanh(c)
     return LSTMState(h=h, c=c), Gates(i=i, f=f, g=g, o=o)
@@ -123,10 +146,13 @@ class LSTMCell(nnx.Module):
     """One LSTM cell with fused parameters `W_x` [I, 4H], `W_h` [H, 4H] and `b` [4H]."""
 
     def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs,
-                 param_dtype=jnp.float32, matmul_dtype: str | None = None):
+                 param_dtype=jnp.float32, matmul_dtype: str | None = None,
+                 gate_activation: str = "sigmoid"):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.matmul_dtype = check_matmul_dtype(matmul_dtype)
+        gate_activation_and_derivative(gate_activation)  # rejects unknown names here, not at trace time
+        self.gate_activation = gate_activation
         self.W_x = nnx.Param(glorot_uniform(rngs.params(), (input_size, 4 * hidden_size), param_dtype))
         self.W_h = nnx.Param(keras_orthogonal(rngs.params(), (hidden_size, 4 * hidden_size), param_dtype))
         self.b = nnx.Param(unit_forget_bias(hidden_size, param_dtype))
@@ -165,7 +191,7 @@ class LSTMCell(nnx.Module):
     def step(self, state: LSTMState, x_proj):
         """One time step from a pre-computed input projection x_proj = x_t W_x + b, [B, 4H].
         Returns the new state and the gate activations."""
-        return lstm_step(self.W_h[...], state, x_proj, self.matmul_dtype)
+        return lstm_step(self.W_h[...], state, x_proj, self.matmul_dtype, self.gate_activation)
 
     def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False):
         """Runs `step` over time with `jax.lax.scan`.
@@ -175,10 +201,10 @@ class LSTMCell(nnx.Module):
         (final_state, (hs, cs, Gates)) where every array is [T, B, H]. Both paths run the
         same `step`, so traced gates are exactly the ones the forward pass used.
         """
-        W_h, dtype = self.W_h[...], self.matmul_dtype
+        W_h, dtype, activation = self.W_h[...], self.matmul_dtype, self.gate_activation
         if not trace:
-            return recurrence(W_h, x_proj, state, unroll, dtype)
-        return _forward(W_h, x_proj, state, unroll, dtype)
+            return recurrence(W_h, x_proj, state, unroll, dtype, activation)
+        return _forward(W_h, x_proj, state, unroll, dtype, activation)
 
 
 # -- the backward pass, written out ------------------------------------------------------------
@@ -190,37 +216,39 @@ class LSTMCell(nnx.Module):
 # rate. The per-step work left in the loop is one small matmul each way.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str | None = None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str | None = None,
+               gate_activation: str = "sigmoid"):
     """The scanned cell: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
-    final_state, (hs, _, _) = _forward(W_h, x_proj, state, unroll, matmul_dtype)
+    final_state, (hs, _, _) = _forward(W_h, x_proj, state, unroll, matmul_dtype, gate_activation)
     return final_state, hs
 
 
-def _forward(W_h, x_proj, state, unroll, matmul_dtype):
+def _forward(W_h, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid"):
     """(final_state, (hs, cs, Gates)), every array [T, B, H]: the one scan both the training
     path and gate tracing run."""
     W_h = W_h.astype(matmul_dtype) if matmul_dtype else W_h  # rounded once, not every step
 
     def body(carry, xp):
         # Closing over W_h as a plain array (not the module) keeps the scan body pure.
-        new_state, gates = lstm_step(W_h, carry, xp, matmul_dtype)
+        new_state, gates = lstm_step(W_h, carry, xp, matmul_dtype, gate_activation)
         return new_state, (new_state.h, new_state.c, gates)
 
     return jax.lax.scan(body, state, x_proj, unroll=unroll)
 
 
-def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype):
-    final_state, (hs, cs, gates) = _forward(W_h, x_proj, state, unroll, matmul_dtype)
+def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
+    final_state, (hs, cs, gates) = _forward(W_h, x_proj, state, unroll, matmul_dtype, gate_activation)
     return (final_state, hs), (W_h, state, hs, cs, gates)
 
 
-def _recurrence_bwd(unroll, matmul_dtype, residuals, cotangents):
+def _recurrence_bwd(unroll, matmul_dtype, gate_activation, residuals, cotangents):
     W_h, state, hs, cs, gates = residuals
     (d_final, d_hs) = cotangents
     h_prev = jnp.concatenate([state.h[None], hs[:-1]])  # h_{t-1} for every t
     c_prev = jnp.concatenate([state.c[None], cs[:-1]])
     W_h_T = W_h.T.astype(matmul_dtype) if matmul_dtype else W_h.T
+    _, d_sigma = gate_activation_and_derivative(gate_activation)
 
     def body(carry, step):
         dh_next, dc_next = carry
@@ -228,11 +256,11 @@ def _recurrence_bwd(unroll, matmul_dtype, residuals, cotangents):
         dh = dh_out + dh_next  # h_t feeds the output and the next step
         tanh_c = jnp.tanh(c)
         dc = dc_next + dh * o * (1 - tanh_c ** 2)  # h = o ⊙ tanh(c)
-        dz = {  # through each gate's nonlinearity: σ' = σ(1-σ), tanh' = 1-tanh²
-            "i": dc * g * i * (1 - i),  # c = f ⊙ c_prev + i ⊙ g
-            "f": dc * c_before * f * (1 - f),
+        dz = {  # through each gate's nonlinearity: σ' = σ(1-σ) (or 0.2 / 0), tanh' = 1-tanh²
+            "i": dc * g * d_sigma(i),  # c = f ⊙ c_prev + i ⊙ g
+            "f": dc * c_before * d_sigma(f),
             "g": dc * i * (1 - g ** 2),
-            "o": dh * tanh_c * o * (1 - o),
+            "o": dh * tanh_c * d_sigma(o),
         }
         dz = jnp.concatenate([dz[name] for name in GATE_ORDER], axis=-1)
         return (matmul(dz, W_h_T, matmul_dtype), dc * f), dz

@@ -28,12 +28,13 @@ class CharLSTM(nnx.Module):
     Dropout follows every LSTM layer (the tutorial's Dropout(0.2) after each LSTM), and
     optionally the input (the tutorial's extension 6). `matmul_dtype="bfloat16"` runs the
     layers' and the head's matmuls on bfloat16 operands with float32 accumulation (cell.py).
+    `gate_activation="hard_sigmoid"` gives every layer Keras's pre-2.3 gates (cell.py).
     """
 
     def __init__(self, vocab_size: int, *, hidden_sizes: Sequence[int] = (256,),
                  encoding: str = "scaled", embed_dim: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, unroll: int = 1, matmul_dtype: str | None = None,
-                 rngs: nnx.Rngs):
+                 gate_activation: str = "sigmoid", rngs: nnx.Rngs):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
         if not hidden_sizes:
@@ -55,7 +56,8 @@ class CharLSTM(nnx.Module):
         input_size = {"scaled": 1, "onehot": vocab_size, "embed": embed_dim}[encoding]
         layers = []
         for hidden in self.hidden_sizes:
-            layers.append(LSTMCell(input_size, hidden, rngs=rngs, matmul_dtype=matmul_dtype))
+            layers.append(LSTMCell(input_size, hidden, rngs=rngs, matmul_dtype=matmul_dtype,
+                                   gate_activation=gate_activation))
             input_size = hidden
         self.layers = nnx.List(layers)
         self.head_W = nnx.Param(glorot_uniform(rngs.params(), (input_size, vocab_size)))

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from lstm import checkpoint, data, distributed, sample, schedules
+from lstm.cell import GATE_ACTIVATIONS
 from lstm.logger import MetricLogger
 from lstm.model import ENCODINGS, CharLSTM
 
@@ -47,7 +48,7 @@ class TrainState(NamedTuple):
 
 # Options added after runs were already saved, with the value that reproduces what those runs
 # did: a saved config without one still resumes and samples as before.
-ADDED_OPTIONS = {"model.matmul_dtype": "float32"}
+ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid"}
 
 
 def validate_config(config) -> None:
@@ -65,6 +66,8 @@ def validate_config(config) -> None:
         (m.unroll >= 1, "model.unroll must be >= 1"),
         (m.get("matmul_dtype", "float32") in ("float32", "bfloat16"),
          "model.matmul_dtype must be float32 or bfloat16"),
+        (m.get("gate_activation", "sigmoid") in GATE_ACTIVATIONS,
+         f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
@@ -88,7 +91,8 @@ def build_model(config, vocab_size: int) -> CharLSTM:
     return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
-                    matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype)
+                    matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
+                    gate_activation=m.get("gate_activation", ADDED_OPTIONS["model.gate_activation"]))
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:

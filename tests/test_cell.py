@@ -27,9 +27,10 @@ def float64():
         jax.config.update("jax_enable_x64", previous)
 
 
-def random_cell(seed=0, dtype=jnp.float32):
-    """A cell with every parameter random and O(1), so no gate sits in a flat region."""
-    cell = LSTMCell(I, H, rngs=nnx.Rngs(seed), param_dtype=dtype)
+def random_cell(seed=0, dtype=jnp.float32, gate_activation="sigmoid"):
+    """A cell with every parameter random and O(1), so no gate sits in a flat region (hard
+    sigmoid gates: some do, and `test_every_gate_...` checks that both regions occur)."""
+    cell = LSTMCell(I, H, rngs=nnx.Rngs(seed), param_dtype=dtype, gate_activation=gate_activation)
     rng = np.random.default_rng(seed + 100)
     cell.set_gate_params({
         n: {"W_x": rng.normal(0, 0.5, (I, H)), "W_h": rng.normal(0, 0.5, (H, H)), "b": rng.normal(0, 0.5, H)}
@@ -102,15 +103,32 @@ def test_every_gate_matches_float64_numpy_equations():
     np.testing.assert_allclose(final.c, expected["c"][:, -1], rtol=2e-5, atol=2e-6)
 
 
-def test_every_gate_matches_numpy_to_1e12_in_float64():
+@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
+def test_every_gate_matches_numpy_to_1e12_in_float64(gate_activation):
     with float64():
-        cell = random_cell(dtype=jnp.float64)
+        cell = random_cell(dtype=jnp.float64, gate_activation=gate_activation)
         xs, h0, c0 = random_inputs(dtype=np.float64)
         _, steps = run_traced(cell, xs, h0, c0)
         assert steps["h"].dtype == np.float64
-        expected = lstm_sequence(to_numpy_gates(cell.gate_params()), xs, h0, c0)
+        expected = lstm_sequence(to_numpy_gates(cell.gate_params()), xs, h0, c0, gate_activation)
         for name in ("i", "f", "g", "o", "c", "h"):
             np.testing.assert_allclose(steps[name], expected[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    if gate_activation == "hard_sigmoid":
+        # Both pieces of the hard sigmoid are exercised: clipped gates and the linear middle.
+        values = np.concatenate([steps[n].ravel() for n in ("i", "f", "o")])
+        assert np.isin(values, (0.0, 1.0)).sum() >= 3
+        assert ((values > 0) & (values < 1)).sum() >= len(values) // 2
+
+
+def test_hard_sigmoid_gates_are_kerass_piecewise_line():
+    from lstm.cell import hard_sigmoid
+    z = jnp.asarray([-3.0, -2.5, -1.0, 0.0, 1.0, 2.5, 3.0])
+    np.testing.assert_allclose(hard_sigmoid(z), [0.0, 0.0, 0.3, 0.5, 0.7, 1.0, 1.0], atol=1e-7)
+
+
+def test_unknown_gate_activation_is_rejected_when_the_cell_is_built():
+    with pytest.raises(ValueError, match="gate_activation"):
+        LSTMCell(I, H, rngs=nnx.Rngs(0), gate_activation="relu")
 
 
 def test_scan_equals_python_loop_of_single_steps():
@@ -137,9 +155,12 @@ def test_split_sequence_with_carried_state_equals_whole_sequence(unroll):
     np.testing.assert_allclose(split_final.c, whole_final.c, rtol=1e-6, atol=1e-6)
 
 
-def test_gradients_match_central_finite_differences_in_float64():
+@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
+def test_gradients_match_central_finite_differences_in_float64(gate_activation):
+    # With hard sigmoid gates no pre-activation of this draw lies within eps of a kink (±2.5),
+    # so each difference quotient stays on one linear piece.
     with float64():
-        cell = random_cell(dtype=jnp.float64)
+        cell = random_cell(dtype=jnp.float64, gate_activation=gate_activation)
         xs, h0, c0 = random_inputs(dtype=np.float64)
         weights = np.random.default_rng(5).normal(size=(B, T, H))
         graphdef, params = nnx.split(cell)
@@ -196,13 +217,15 @@ def test_set_gate_params_rejects_unknown_gates_and_wrong_shapes():
         cell.set_gate_params({"i": {"W_x": np.zeros((I + 1, H))}})
 
 
-def test_hand_written_backward_equals_autodiff_of_the_plain_scan_in_float64():
+@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
+def test_hand_written_backward_equals_autodiff_of_the_plain_scan_in_float64(gate_activation):
     """`recurrence`'s custom VJP against JAX's own differentiation of the same forward scan,
     for every input (W_h, the projected inputs, h0 and c0) and both outputs."""
     from lstm.cell import lstm_step, recurrence
 
     def autodiff_reference(W_h, x_proj, state):
-        return jax.lax.scan(lambda carry, xp: (lstm_step(W_h, carry, xp)[0],) * 2, state, x_proj)
+        step = lambda carry, xp: (lstm_step(W_h, carry, xp, None, gate_activation)[0],) * 2
+        return jax.lax.scan(step, state, x_proj)
 
     with float64():
         rng = np.random.default_rng(7)
@@ -218,7 +241,7 @@ def test_hand_written_backward_equals_autodiff_of_the_plain_scan_in_float64():
                 return jnp.sum(hs * w_hs) + jnp.sum(final.h * w_h) + jnp.sum(jnp.cos(final.c) * w_c)
             return jax.grad(scalar, argnums=(0, 1, 2))(W_h, x_proj, state)
 
-        ours = loss(lambda W, x, s: recurrence(W, x, s, 2))
+        ours = loss(lambda W, x, s: recurrence(W, x, s, 2, None, gate_activation))
         reference = loss(autodiff_reference)
         for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -31,7 +31,7 @@ def tokens_and_state(seed=2):
     return tokens, state
 
 
-def reference_forward(model, tokens, state):
+def reference_forward(model, tokens, state, gate_activation="sigmoid"):
     """The model recomputed in float64 NumPy: encode, run each layer, dense head."""
     if model.encoding == "scaled":
         x = tokens[..., None] / V
@@ -41,7 +41,8 @@ def reference_forward(model, tokens, state):
         x = np.asarray(model.embedding[...], np.float64)[tokens]
     layers = []
     for layer, layer_state in zip(model.layers, state):
-        steps = lstm_sequence(to_numpy_gates(layer.gate_params()), x, layer_state.h, layer_state.c)
+        steps = lstm_sequence(to_numpy_gates(layer.gate_params()), x, layer_state.h, layer_state.c,
+                              gate_activation)
         layers.append(steps)
         x = steps["h"]
     logits = x @ np.asarray(model.head_W[...], np.float64) + np.asarray(model.head_b[...], np.float64)
@@ -59,6 +60,33 @@ def test_forward_matches_numpy_reference(encoding):
     for got, steps in zip(final, layers):
         np.testing.assert_allclose(got.h, steps["h"][:, -1], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got.c, steps["c"][:, -1], rtol=1e-5, atol=1e-6)
+
+
+def test_hard_sigmoid_from_the_config_reaches_every_layer_and_the_decoder():
+    """`model.gate_activation=hard_sigmoid` (the tutorial's Keras gates) through the same
+    `build_model` train.py uses: the forward pass and token-by-token decoding both match the
+    float64 NumPy model with Keras's hard sigmoid, and differ from the logistic one."""
+    from configs import default
+    from lstm import train
+    config = default.get_config()
+    config.model.hidden_sizes, config.model.encoding = HIDDEN, "onehot"
+    config.model.gate_activation = "hard_sigmoid"
+    model = train.build_model(config, V)
+    rng = np.random.default_rng(1)
+    for layer in model.layers:  # large biases, so some gates clip at exactly 0 or 1
+        layer.set_gate_params({n: {"b": rng.normal(0, 2.0, layer.hidden_size)} for n in "ifo"})
+    tokens, state = tokens_and_state()
+    logits, _ = model(tokens, state)
+    expected, layers = reference_forward(model, tokens, state, "hard_sigmoid")
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    assert any(np.isin(steps[n], (0.0, 1.0)).any() for steps in layers for n in "ifo")
+    logistic, _ = reference_forward(model, tokens, state, "sigmoid")
+    assert np.abs(logits - logistic).max() > 1e-2
+    decoded, table = [], model.input_table()
+    for t in range(T):
+        step_logits, state = model.decode_step(jnp.asarray(tokens[:, t]), state, table)
+        decoded.append(step_logits)
+    np.testing.assert_allclose(np.stack(decoded, axis=1), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("encoding", ["scaled", "embed"])

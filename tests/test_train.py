@@ -153,6 +153,7 @@ def run_script(*args, cwd=ROOT):
     (["--config=configs/tiny.py", "--config.data.path=/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
     (["--config=configs/tiny.py", "--config.data.objective=middle"], "data.objective"),
     (["--config=configs/tiny.py", "--config.train.learning_rate=-1"], "learning_rate"),
+    (["--config=configs/tiny.py", "--config.model.gate_activation=relu"], "gate_activation"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(args, message, tmp_path):
     result = run_script(*args, f"--workdir={tmp_path / 'run'}")
