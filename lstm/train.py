@@ -51,6 +51,11 @@ class TrainState(NamedTuple):
 ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid"}
 
 
+def model_option(config, name: str):
+    """config.model.<name>, or for a saved config that predates it, the ADDED_OPTIONS value."""
+    return config.model.get(name, ADDED_OPTIONS[f"model.{name}"])
+
+
 def validate_config(config) -> None:
     """Checks the values a typo or a bad override would break, with a one-line message each."""
     d, m, t = config.data, config.model, config.train
@@ -64,9 +69,9 @@ def validate_config(config) -> None:
          "model.hidden_sizes must list at least one positive width"),
         (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
         (m.unroll >= 1, "model.unroll must be >= 1"),
-        (m.get("matmul_dtype", "float32") in ("float32", "bfloat16"),
+        (model_option(config, "matmul_dtype") in ("float32", "bfloat16"),
          "model.matmul_dtype must be float32 or bfloat16"),
-        (m.get("gate_activation", "sigmoid") in GATE_ACTIVATIONS,
+        (model_option(config, "gate_activation") in GATE_ACTIVATIONS,
          f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
@@ -87,12 +92,12 @@ def validate_config(config) -> None:
 
 def build_model(config, vocab_size: int) -> CharLSTM:
     m = config.model
-    matmul_dtype = m.get("matmul_dtype", ADDED_OPTIONS["model.matmul_dtype"])
+    matmul_dtype = model_option(config, "matmul_dtype")
     return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
                     matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
-                    gate_activation=m.get("gate_activation", ADDED_OPTIONS["model.gate_activation"]))
+                    gate_activation=model_option(config, "gate_activation"))
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
