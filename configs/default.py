@@ -51,10 +51,11 @@ def get_config():
     train.lr_end_fraction = 0.1
     train.steps_per_dispatch = 1  # > 1 scans several optimizer steps per jit call (short steps)
     train.log_every_steps = 50
-    train.eval_every_steps = 0  # 0: evaluate at each epoch end only
+    train.eval_every_steps = 0  # > 0 also evaluates every this many steps
 
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.batch_size = 256
+    evaluation.every_epoch = True  # False: only every eval_every_steps and at the end (races)
     evaluation.max_windows = 4096  # caps the held-out windows per evaluation
     evaluation.sample_length = 200  # characters generated and logged at each evaluation
     evaluation.sample_temperature = 0.5

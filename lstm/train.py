@@ -324,7 +324,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             epoch_done = step % steps_per_epoch == 0
             out_of_time = t.time_budget_s > 0 and time.time() - started >= t.time_budget_s
             finished = step >= total_steps or out_of_time
-            eval_due = epoch_done or finished or passed_multiple(t.eval_every_steps, step, count)
+            eval_due = ((epoch_done and config.eval.every_epoch) or finished
+                        or passed_multiple(t.eval_every_steps, step, count))
             save_due = epoch_done or finished or passed_multiple(config.checkpoint.every_steps, step, count)
             log_due = passed_multiple(t.log_every_steps, step, count)
             if log_due or eval_due or save_due:

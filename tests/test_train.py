@@ -194,3 +194,16 @@ def test_load_model_rebuilds_the_trained_model_from_the_workdir_alone(corpus_pat
     logits, _ = model(np.zeros((1, 5), np.int32))
     assert logits.shape == (1, 5, len(vocab))
     assert jax.numpy.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("every_epoch", [True, False])
+def test_epoch_end_evaluation_can_be_left_to_the_end_of_a_race(corpus_path, tmp_path, every_epoch):
+    config = tiny_config(corpus_path, max_steps=45, eval_every_steps=0, num_epochs=10)
+    config.data.stride = 32  # ~16 steps per epoch: the run crosses two epoch ends
+    config.eval.every_epoch = every_epoch
+    train.train_and_evaluate(config, tmp_path)
+    records = logger.read_metrics(tmp_path)
+    epoch_ends = [r["step"] for r in records if r["event"] == "epoch" and r["epoch_complete"]]
+    evaluated = [r["step"] for r in records if r["event"] == "eval"]
+    assert len(epoch_ends) == 2 and epoch_ends[-1] < 45
+    assert evaluated == (epoch_ends + [45] if every_epoch else [45])
