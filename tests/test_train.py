@@ -207,3 +207,19 @@ def test_epoch_end_evaluation_can_be_left_to_the_end_of_a_race(corpus_path, tmp_
     evaluated = [r["step"] for r in records if r["event"] == "eval"]
     assert len(epoch_ends) == 2 and epoch_ends[-1] < 45
     assert evaluated == (epoch_ends + [45] if every_epoch else [45])
+
+
+def test_a_time_budget_stops_at_the_first_step_finished_past_it(corpus_path, tmp_path):
+    # Dispatch is asynchronous: a clock read right after dispatch times queued steps, and the
+    # run would go on computing long past its budget. No log point syncs this run early.
+    budget = 15.0  # compilation, inside the budget, takes several seconds
+    config = tiny_config(corpus_path, max_steps=0, num_epochs=1000, time_budget_s=budget,
+                         log_every_steps=100_000, eval_every_steps=0, batch_size=256)
+    config.data.stride = 1  # epoch ends sync too: keep them ~70 steps apart
+    config.checkpoint.every_steps = 100_000
+    config.eval.every_epoch = False
+    train.train_and_evaluate(config, tmp_path)
+    last = [r for r in logger.read_metrics(tmp_path) if r["event"] == "train"][-1]
+    assert last["step"] > 10
+    step_time = budget / last["step"]  # an upper bound: compilation is inside the budget
+    assert budget <= last["elapsed_s"] < budget + 0.25 + 3 * step_time, last
