@@ -30,7 +30,6 @@ def get_config():
     config.train.learning_rate = 6e-3
     config.train.grad_clip_norm = 1.0
     config.train.log_every_steps = 50
-    config.train.eval_every_steps = 0
     config.eval.every_epoch = False  # one evaluation, after the budget: every second goes to training
     config.eval.max_windows = 2048
     config.checkpoint.every_steps = 100_000  # saves at the end only; a save costs training time

@@ -322,9 +322,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             pending.append(metrics)
             step += count
             epoch_done = step % steps_per_epoch == 0
+            out_of_time = False
             if t.time_budget_s > 0:  # the clock must time finished steps, not queued ones
                 jax.block_until_ready(metrics)
-            out_of_time = t.time_budget_s > 0 and time.time() - started >= t.time_budget_s
+                out_of_time = time.time() - started >= t.time_budget_s
             finished = step >= total_steps or out_of_time
             eval_due = ((epoch_done and config.eval.every_epoch) or finished
                         or passed_multiple(t.eval_every_steps, step, count))
