@@ -43,7 +43,8 @@ def get_config():
     train.learning_rate = 1e-3  # Keras Adam default
     train.b1 = 0.9  # Keras Adam default
     train.b2 = 0.999  # Keras Adam default
-    train.eps = 1e-7  # Keras's epsilon (optax's default is 1e-8)
+    train.eps = 1e-7  # Keras 2's epsilon (optax's default and Keras 1's are 1e-8)
+    train.eps_placement = "optax"  # keras: eps added to sqrt(v) before bias correction (lstm/optim.py)
     train.weight_decay = 0.0  # adamw only
     train.grad_clip_norm = 0.0  # > 0 clips the global gradient norm; the tutorial does not clip
     train.lr_schedule = "constant"  # constant | cosine (decays to lr_end_fraction by the last step)

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, sample, schedules
+from lstm import checkpoint, data, distributed, optim, sample, schedules
 from lstm.cell import GATE_ACTIVATIONS
 from lstm.logger import MetricLogger
 from lstm.model import ENCODINGS, CharLSTM
@@ -48,12 +48,14 @@ class TrainState(NamedTuple):
 
 # Options added after runs were already saved, with the value that reproduces what those runs
 # did: a saved config without one still resumes and samples as before.
-ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid"}
+ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid",
+                 "train.eps_placement": "optax"}
 
 
-def model_option(config, name: str):
-    """config.model.<name>, or for a saved config that predates it, the ADDED_OPTIONS value."""
-    return config.model.get(name, ADDED_OPTIONS[f"model.{name}"])
+def added_option(config, dotted_name: str):
+    """config.<section>.<name>, or for a saved config that predates it, the ADDED_OPTIONS value."""
+    section, name = dotted_name.split(".")
+    return config[section].get(name, ADDED_OPTIONS[dotted_name])
 
 
 def validate_config(config) -> None:
@@ -69,14 +71,16 @@ def validate_config(config) -> None:
          "model.hidden_sizes must list at least one positive width"),
         (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
         (m.unroll >= 1, "model.unroll must be >= 1"),
-        (model_option(config, "matmul_dtype") in ("float32", "bfloat16"),
+        (added_option(config, "model.matmul_dtype") in ("float32", "bfloat16"),
          "model.matmul_dtype must be float32 or bfloat16"),
-        (model_option(config, "gate_activation") in GATE_ACTIVATIONS,
+        (added_option(config, "model.gate_activation") in GATE_ACTIVATIONS,
          f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
         (t.optimizer in ("adam", "adamw"), "train.optimizer must be adam or adamw"),
+        (added_option(config, "train.eps_placement") in optim.EPS_PLACEMENTS,
+         f"train.eps_placement must be one of {', '.join(optim.EPS_PLACEMENTS)}"),
         (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
         (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
         (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
@@ -92,41 +96,19 @@ def validate_config(config) -> None:
 
 def build_model(config, vocab_size: int) -> CharLSTM:
     m = config.model
-    matmul_dtype = model_option(config, "matmul_dtype")
+    matmul_dtype = added_option(config, "model.matmul_dtype")
     return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
                     matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
-                    gate_activation=model_option(config, "gate_activation"))
-
-
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-    t = config.train
-    if t.lr_schedule == "cosine":
-        learning_rate = optax.warmup_cosine_decay_schedule(
-            0.0, t.learning_rate, max(t.warmup_steps, 0), max(total_steps, t.warmup_steps + 1),
-            end_value=t.learning_rate * t.lr_end_fraction)
-    elif t.warmup_steps > 0:
-        learning_rate = optax.linear_schedule(0.0, t.learning_rate, t.warmup_steps)
-    else:
-        learning_rate = t.learning_rate
-    if t.optimizer == "adamw":
-        update = optax.adamw(learning_rate, t.b1, t.b2, t.eps, weight_decay=t.weight_decay)
-    else:
-        # Keras adds eps to sqrt(v) before bias correction, optax after: Keras's update is
-        # optax's with eps / sqrt(1 - b2^t), 32x larger at step 1 and within 10% of eps after
-        # 1,750 steps. It matters only where sqrt(v_hat) is near eps (docs/results.md).
-        update = optax.adam(learning_rate, t.b1, t.b2, t.eps)
-    if t.grad_clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(t.grad_clip_norm), update)
-    return update
+                    gate_activation=added_option(config, "model.gate_activation"))
 
 
 def init_train_state(config, vocab_size: int, total_steps: int = 1):
     """A fresh model and train state: (graphdef, optimizer, state)."""
     model = build_model(config, vocab_size)
     graphdef, params = nnx.split(model)
-    optimizer = make_optimizer(config, total_steps)
+    optimizer = optim.make_optimizer(config.train, total_steps, added_option(config, "train.eps_placement"))
     carry = model.initial_state(config.train.batch_size) if config.data.objective == "stateful" else ()
     rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))  # 0 went to init
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),

@@ -1,0 +1,119 @@
+"""Adam with ε placed as optax and as Keras place it, against float64 NumPy written from each
+library's published update rule (Keras 1.2's `Adam.get_updates`; optax's `scale_by_adam`)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from lstm import optim, train
+
+B1, B2 = 0.9, 0.999
+
+
+def keras_adam_reference(param, grads, lr, eps, weight_decay=0.0):
+    """Keras 1.2: lr_t = lr·√(1-β₂ᵗ)/(1-β₁ᵗ); p -= lr_t·m/(√v + ε). Decoupled weight decay
+    (AdamW) subtracts lr·wd·p from the pre-step parameters, as optax.adamw does."""
+    p = np.asarray(param, np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        m = B1 * m + (1 - B1) * g
+        v = B2 * v + (1 - B2) * g * g
+        lr_t = lr * np.sqrt(1 - B2**t) / (1 - B1**t)
+        p = p - lr_t * m / (np.sqrt(v) + eps) - lr * weight_decay * p
+    return p
+
+
+def optax_adam_reference(param, grads, lr, eps):
+    """Kingma & Ba's Algorithm 1 as optax writes it: p -= lr·m̂/(√v̂ + ε)."""
+    p = np.asarray(param, np.float64)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        m = B1 * m + (1 - B1) * g
+        v = B2 * v + (1 - B2) * g * g
+        p = p - lr * (m / (1 - B1**t)) / (np.sqrt(v / (1 - B2**t)) + eps)
+    return p
+
+
+def train_config(**overrides):
+    t = default.get_config().train
+    t.update(overrides)
+    return t
+
+
+def run_optimizer(optimizer, param, grads):
+    params = {"w": jnp.asarray(param, jnp.float32)}
+    state = optimizer.init(params)
+    for g in grads:
+        updates, state = optimizer.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+        params = optax.apply_updates(params, updates)
+    return np.asarray(params["w"], np.float64), state
+
+
+def gradients(steps=6, seed=0):
+    """Gradient magnitudes from 1e-9 to 1 across the entries, so some sit well below ε (where
+    the placement decides the step) and some far above (where it does not)."""
+    rng = np.random.default_rng(seed)
+    scale = np.logspace(-9, 0, 10)
+    return [rng.standard_normal(10) * scale for _ in range(steps)]
+
+
+# Small and exact in float32, so float32 rounding of the parameters stays far below the steps.
+PARAM = np.linspace(-0.01, 0.01, 10).astype(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("eps", [1e-8, 1e-7])
+def test_keras_placement_follows_keras_update_rule(eps):
+    grads = gradients()
+    got, _ = run_optimizer(optim.make_optimizer(train_config(eps=eps), 100, "keras"), PARAM, grads)
+    want = keras_adam_reference(PARAM, grads, 1e-3, eps)
+    np.testing.assert_allclose(got - PARAM, want - PARAM, rtol=2e-4, atol=1e-8)  # atol: float32 rounding of |p| ~ 0.01
+
+
+def test_optax_placement_follows_kingma_ba():
+    grads = gradients(seed=1)
+    got, _ = run_optimizer(optim.make_optimizer(train_config(eps=1e-8), 100, "optax"), PARAM, grads)
+    want = optax_adam_reference(PARAM, grads, 1e-3, 1e-8)
+    np.testing.assert_allclose(got - PARAM, want - PARAM, rtol=2e-4, atol=1e-8)  # atol: float32 rounding of |p| ~ 0.01
+
+
+def test_placements_differ_only_where_gradients_are_near_eps():
+    """The two rules must disagree on the tiny entries (else the tests above could not tell them
+    apart) and agree on the large ones, where ε is negligible under either placement."""
+    grads = gradients()
+    keras = keras_adam_reference(PARAM, grads, 1e-3, 1e-8) - PARAM
+    optax_ = optax_adam_reference(PARAM, grads, 1e-3, 1e-8) - PARAM
+    assert np.all(np.abs(keras[:2] - optax_[:2]) > 0.5 * np.abs(optax_[:2]))
+    np.testing.assert_allclose(keras[-2:], optax_[-2:], rtol=1e-3)
+
+
+def test_keras_placement_with_adamw_and_clipping():
+    grads = [g * 50 for g in gradients(seed=2)]  # global norms far above the clip threshold
+    config = train_config(optimizer="adamw", weight_decay=0.1, grad_clip_norm=1.0, eps=1e-8)
+    got, _ = run_optimizer(optim.make_optimizer(config, 100, "keras"), PARAM, grads)
+    clipped = [g / max(1.0, np.linalg.norm(g)) for g in grads]
+    want = keras_adam_reference(PARAM, clipped, 1e-3, 1e-8, weight_decay=0.1)
+    np.testing.assert_allclose(got - PARAM, want - PARAM, rtol=2e-4, atol=1e-8)  # atol: float32 rounding of |p| ~ 0.01
+
+
+def test_placements_share_optax_adam_state_layout():
+    """Same state tree as optax.adam, so workdirs saved before the option (and under either
+    placement) restore into the optimizer built now."""
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(2)}
+    reference = jax.tree.structure(optax.adam(1e-3).init(params))
+    for placement in optim.EPS_PLACEMENTS:
+        state = optim.make_optimizer(train_config(), 10, placement).init(params)
+        assert jax.tree.structure(state) == reference
+
+
+def test_config_names_a_bad_placement_and_defaults_old_configs_to_optax():
+    config = default.get_config()
+    config.train.eps_placement = "torch"
+    with pytest.raises(train.ConfigError, match="train.eps_placement must be one of optax, keras"):
+        train.validate_config(config)
+    del config.train["eps_placement"]  # a config saved before the option existed
+    train.validate_config(config)
+    assert train.added_option(config, "train.eps_placement") == "optax"
