@@ -243,6 +243,36 @@ def markdown_table(summaries, columns=DEFAULT_COLUMNS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def epoch_losses(workdir) -> dict[int, float]:
+    """{epoch: epoch-mean training loss} over whole epochs; a partial epoch's mean (a run
+    stopped or resumed mid-epoch) is over other batches and is left out."""
+    records, _ = load_run(workdir)
+    return {int(r["epoch"]): float(r["train_loss"]) for r in records
+            if r.get("event") == "epoch" and _complete(r) and _finite(r.get("train_loss"))}
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.4f}"
+
+
+def epoch_table(workdirs, labels=None) -> str:
+    """Epoch-mean training loss of each run side by side, one row per epoch any run finished,
+    then each later run's difference from the first ("–" where either lacks that epoch)."""
+    labels = labels or [Path(w).name for w in workdirs]
+    losses = [epoch_losses(w) for w in workdirs]
+    epochs = sorted(set().union(*losses))
+    if not epochs:
+        raise ResultsError(f"no whole epoch in {', '.join(map(str, workdirs))}")
+    first = losses[0]
+    header = ["epoch", *labels, *(f"{label} − {labels[0]}" for label in labels[1:])]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    for e in epochs:
+        cells = [str(e), *(_num(run.get(e)) for run in losses)]
+        cells += [_signed(run[e] - first[e] if e in run and e in first else None) for run in losses[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------- plots
 def plot_curves(workdirs, out_png, title, reference=None, labels=None, x_axis="epoch") -> Path:
     """Training loss (logged steps as a thin line, epoch means as dots) and validation loss

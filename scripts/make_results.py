@@ -10,8 +10,11 @@ latest N logged samples) and writes one PNG per --plot into --out_dir (plot prog
 name (last path part) of a --runs workdir, or a workdir path. Runs of the tutorial's configs
 (small, bigger) get the tutorial's end point as a star unless --notutorial_points;
 --reference=NAME:EPOCH:LOSS:LABEL adds a star of your own to plot NAME. --json prints one JSON
-object (summaries, plots, samples) instead of markdown. --time_plots=NAME,… draws those plots
+object (summaries, plots, samples, epoch losses) instead of markdown. --time_plots=NAME,… draws those plots
 against seconds of training rather than epochs (fixed-budget comparisons).
+--epoch_table=RUN+RUN… prints those runs' epoch-mean training losses side by side, one row per
+epoch, with each later run's difference from the first (paired comparisons, e.g. one change
+under the same seed).
 """
 import json
 import os
@@ -32,6 +35,7 @@ _TUTORIAL = flags.DEFINE_bool("tutorial_points", True, "Star the tutorial's end 
 _COLUMNS = flags.DEFINE_list("columns", None, "Table columns (default: the library's DEFAULT_COLUMNS).")
 _SAMPLES = flags.DEFINE_integer("samples", 0, "Print each run's latest N logged samples after the table.")
 _TIME_PLOTS = flags.DEFINE_list("time_plots", [], "Names of --plot figures drawn against seconds of training instead of epochs.")
+_EPOCH_TABLE = flags.DEFINE_string("epoch_table", None, "RUN+RUN…: epoch-mean training losses side by side, with differences from the first.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of markdown.")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -47,14 +51,18 @@ def parse_plots(specs, runs: dict) -> dict:
             cli.fail(f"--plot={spec}: expected NAME:RUN+RUN[:TITLE] with NAME of letters, digits, _ . -")
         if name in plots:
             cli.fail(f"--plot name {name!r} is given twice")
-        labels = members.split("+")
-        for label in labels:
-            if label not in runs and not os.path.isdir(label):
-                cli.fail(f"--plot={spec}: {label!r} is neither a --runs name ({', '.join(runs)}) nor a workdir")
-        workdirs = [runs.get(label, label) for label in labels]
-        labels = [os.path.basename(os.path.normpath(label)) for label in labels]
+        workdirs, labels = resolve_runs(f"--plot={spec}", members, runs)
         plots[name] = (workdirs, labels, title or f"{name}: {', '.join(labels)}")
     return plots
+
+
+def resolve_runs(spec: str, members: str, runs: dict) -> tuple[list, list]:
+    """(workdirs, labels) for RUN+RUN…, each a --runs name or a workdir path."""
+    names = members.split("+")
+    for name in names:
+        if name not in runs and not os.path.isdir(name):
+            cli.fail(f"{spec}: {name!r} is neither a --runs name ({', '.join(runs)}) nor a workdir")
+    return [runs.get(name, name) for name in names], [os.path.basename(os.path.normpath(n)) for n in names]
 
 
 def parse_references(specs, plots: dict) -> dict:
@@ -85,6 +93,8 @@ def main(argv):
     runs = dict(zip(labels, _RUNS.value))
     plots = parse_plots(_PLOT.value, runs)
     references = parse_references(_REFERENCE.value, plots)
+    epoch_runs = (resolve_runs(f"--epoch_table={_EPOCH_TABLE.value}", _EPOCH_TABLE.value, runs)
+                  if _EPOCH_TABLE.value else None)
     unknown = sorted(set(_TIME_PLOTS.value) - set(plots))
     if unknown:
         cli.fail(f"--time_plots names {unknown[0]!r}, which no --plot defines")
@@ -104,12 +114,17 @@ def main(argv):
             print(f"wrote {path}", file=sys.stderr)
         samples = {label: results.collect_samples(w, _SAMPLES.value)
                    for label, w in runs.items()} if _SAMPLES.value else {}
+        by_epoch = {label: results.epoch_losses(w) for w, label in zip(*epoch_runs)} if epoch_runs else {}
+        epoch_table = results.epoch_table(*epoch_runs) if epoch_runs else ""
     except (results.ResultsError, OSError) as error:
         cli.fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     if _JSON.value:
-        print(json.dumps({"runs": summaries, "plots": written, "samples": samples}, indent=1))
+        print(json.dumps({"runs": summaries, "plots": written, "samples": samples,
+                          "epoch_losses": by_epoch}, indent=1))
         return
     print(table, end="")
+    if epoch_table:
+        print("\n" + epoch_table, end="")
     for label, logged in samples.items():
         print("\n" + (results.samples_markdown(label, logged) or f"**{label}**: no samples logged\n"), end="")
 

@@ -215,3 +215,32 @@ def test_time_axis_plot_is_written_and_unknown_time_plot_is_refused(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0 and "--time_plots names 'q'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- epoch table
+def test_epoch_table_pairs_whole_epochs_and_differences_from_the_first(tmp_path):
+    a = make_run(tmp_path / "a", three_epochs())  # epoch means 2.5, 2.1, 2.2
+    # b: epochs 1 and 2 whole (2.4, 2.25), epoch 3 cut short: its mean is over other batches
+    b = make_run(tmp_path / "b", [epoch(10, 10.0, 10.0, 2.4), epoch(20, 20.0, 20.0, 2.25),
+                                  epoch(25, 25.0, 25.0, 1.0, complete=False)])
+    assert results.epoch_losses(b) == {1: 2.4, 2: 2.25}
+    lines = results.epoch_table([a, b], ["a", "b"]).splitlines()
+    assert lines == ["| epoch | a | b | b − a |", "|---:|---:|---:|---:|",
+                     "| 1 | 2.5000 | 2.4000 | -0.1000 |",
+                     "| 2 | 2.1000 | 2.2500 | +0.1500 |",
+                     "| 3 | 2.2000 | – | – |"]
+    with pytest.raises(results.ResultsError, match="no whole epoch"):
+        results.epoch_table([make_run(tmp_path / "c", [train(5, 1.0, 1.0)])])
+
+
+def test_cli_prints_the_epoch_table_and_names_an_unknown_run(tmp_path):
+    make_run(tmp_path / "runs" / "a", three_epochs())
+    make_run(tmp_path / "runs" / "b", three_epochs()[:3])
+    done = run_script("--runs=runs/a", "--epoch_table=a+runs/b", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "| 1 | 2.5000 | 2.5000 | +0.0000 |" in done.stdout.splitlines()
+    record = json.loads(run_script("--runs=runs/a", "--epoch_table=a", "--json", cwd=tmp_path).stdout)
+    assert record["epoch_losses"] == {"a": {"1": 2.5, "2": 2.1, "3": 2.2}}
+    bad = run_script("--runs=runs/a", "--epoch_table=a+nope", cwd=tmp_path)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "error: --epoch_table=a+nope: 'nope' is neither a --runs name (a) nor a workdir"
