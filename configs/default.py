@@ -50,6 +50,7 @@ def get_config():
     train.lr_schedule = "constant"  # constant | cosine (decays to lr_end_fraction by the last step)
     train.warmup_steps = 0
     train.lr_end_fraction = 0.1
+    train.cpu_devices = 0  # > 0: the host CPU as this many JAX devices, data-parallel over its cores
     train.steps_per_dispatch = 1  # > 1 scans several optimizer steps per jit call (short steps)
     train.log_every_steps = 50
     train.eval_every_steps = 0  # > 0 also evaluates every this many steps

@@ -37,6 +37,21 @@ def initialize() -> None:
         jax.distributed.initialize()  # JAX reads the cluster's own environment
 
 
+def split_cpu(count: int) -> None:
+    """Makes the host CPU `count` JAX devices, so data parallelism runs over its cores (on the
+    2-core VM this beat one device using both cores on the Shakespeare race's short steps,
+    docs/results.md). It must precede any use of a JAX backend: a process whose backend already
+    started keeps its devices, and a different count raises RuntimeError naming the need."""
+    if count <= 0:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # the backend already started (a notebook, a test process)
+        if len(jax.devices("cpu")) != count:
+            raise RuntimeError(f"{count} CPU devices need a fresh process: this one's JAX backend "
+                               f"already started with {len(jax.devices('cpu'))}") from None
+
+
 def data_mesh(devices=None) -> Mesh:
     devices = jax.devices() if devices is None else list(devices)
     return Mesh(np.asarray(devices), (AXIS,))

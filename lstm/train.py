@@ -49,7 +49,7 @@ class TrainState(NamedTuple):
 # Options added after runs were already saved, with the value that reproduces what those runs
 # did: a saved config without one still resumes and samples as before.
 ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid",
-                 "train.eps_placement": "optax"}
+                 "train.eps_placement": "optax", "train.cpu_devices": 0}
 
 
 def added_option(config, dotted_name: str):
@@ -83,6 +83,7 @@ def validate_config(config) -> None:
          f"train.eps_placement must be one of {', '.join(optim.EPS_PLACEMENTS)}"),
         (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
         (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
+        (added_option(config, "train.cpu_devices") >= 0, "train.cpu_devices must be >= 0"),
         (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
         (config.checkpoint.monitor in ("val_loss", "train_loss"),
          "checkpoint.monitor must be val_loss or train_loss"),
@@ -236,7 +237,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     TrainingError with one-line messages for problems the user can fix.
     """
     validate_config(config)
-    distributed.initialize()  # first: it must precede any use of a JAX backend
+    try:  # both must precede any use of a JAX backend
+        distributed.split_cpu(added_option(config, "train.cpu_devices"))
+    except RuntimeError as error:
+        raise ConfigError(f"train.cpu_devices: {error}") from None
+    distributed.initialize()
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab

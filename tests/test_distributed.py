@@ -126,3 +126,31 @@ def test_two_process_jax_distributed_run_on_localhost(corpus_path, tmp_path):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len([l for l in lines if '"event": "eval"' in l]) == 1
     assert (tmp_path / "run" / "checkpoints" / "20").exists()
+
+
+def test_split_cpu_sets_the_device_count_before_jax_starts_and_refuses_after():
+    result = run_python("""
+        import jax
+        from lstm import distributed
+        distributed.split_cpu(2)  # wins over XLA_FLAGS' one device: JAX has not started yet
+        assert jax.device_count() == 2, jax.devices()
+        distributed.split_cpu(2)  # already so: nothing to do
+        try:
+            distributed.split_cpu(3)
+        except RuntimeError as error:
+            print(error)
+    """, devices=1)
+    assert result.stdout.strip() == "3 CPU devices need a fresh process: this one's JAX backend already started with 2"
+
+
+def test_train_refuses_cpu_devices_it_can_no_longer_make(corpus_path, tmp_path):
+    import jax
+    import pytest
+    from configs import tiny
+    from lstm import train
+    config = tiny.get_config()
+    config.data.path = str(corpus_path)
+    config.train.cpu_devices = jax.device_count() + 1  # this test process's backend has started
+    with pytest.raises(train.ConfigError, match=r"^train.cpu_devices: \d+ CPU devices need a fresh process"):
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
