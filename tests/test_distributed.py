@@ -1,6 +1,6 @@
 """Data parallelism on CPU: 4 simulated devices (XLA_FLAGS) and 2 real processes on localhost.
 
-Each case runs in a subprocess because the device count is fixed when JAX starts.
+Each case that needs a device count runs in a subprocess, because the count is fixed when JAX starts.
 """
 import json
 import os
@@ -9,6 +9,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import jax
+import pytest
+
+from configs import tiny
+from lstm import train
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,10 +150,6 @@ def test_split_cpu_sets_the_device_count_before_jax_starts_and_refuses_after():
 
 
 def test_train_refuses_cpu_devices_it_can_no_longer_make(corpus_path, tmp_path):
-    import jax
-    import pytest
-    from configs import tiny
-    from lstm import train
     config = tiny.get_config()
     config.data.path = str(corpus_path)
     config.train.cpu_devices = jax.device_count() + 1  # this test process's backend has started
