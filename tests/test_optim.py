@@ -12,15 +12,21 @@ from lstm import optim, train
 B1, B2 = 0.9, 0.999
 
 
-def keras_adam_reference(param, grads, lr, eps, weight_decay=0.0):
-    """Keras 1.2: lr_t = lr·√(1-β₂ᵗ)/(1-β₁ᵗ); p -= lr_t·m/(√v + ε). Decoupled weight decay
-    (AdamW) subtracts lr·wd·p from the pre-step parameters, as optax.adamw does."""
-    p = np.asarray(param, np.float64)
-    m, v = np.zeros_like(p), np.zeros_like(p)
+def adam_moments(grads):
+    """(t, m, v) after each gradient: the raw moments, which Keras and optax agree on."""
+    m = v = 0.0
     for t, g in enumerate(grads, start=1):
         g = np.asarray(g, np.float64)
         m = B1 * m + (1 - B1) * g
         v = B2 * v + (1 - B2) * g * g
+        yield t, m, v
+
+
+def keras_adam_reference(param, grads, lr, eps, weight_decay=0.0):
+    """Keras 1.2: lr_t = lr·√(1-β₂ᵗ)/(1-β₁ᵗ); p -= lr_t·m/(√v + ε). Decoupled weight decay
+    (AdamW) subtracts lr·wd·p from the pre-step parameters, as optax.adamw does."""
+    p = np.asarray(param, np.float64)
+    for t, m, v in adam_moments(grads):
         lr_t = lr * np.sqrt(1 - B2**t) / (1 - B1**t)
         p = p - lr_t * m / (np.sqrt(v) + eps) - lr * weight_decay * p
     return p
@@ -29,11 +35,7 @@ def keras_adam_reference(param, grads, lr, eps, weight_decay=0.0):
 def optax_adam_reference(param, grads, lr, eps):
     """Kingma & Ba's Algorithm 1 as optax writes it: p -= lr·m̂/(√v̂ + ε)."""
     p = np.asarray(param, np.float64)
-    m, v = np.zeros_like(p), np.zeros_like(p)
-    for t, g in enumerate(grads, start=1):
-        g = np.asarray(g, np.float64)
-        m = B1 * m + (1 - B1) * g
-        v = B2 * v + (1 - B2) * g * g
+    for t, m, v in adam_moments(grads):
         p = p - lr * (m / (1 - B1**t)) / (np.sqrt(v / (1 - B2**t)) + eps)
     return p
 
