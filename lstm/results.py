@@ -255,11 +255,12 @@ def _signed(value) -> str:
     return "–" if value is None else f"{value:+.4f}"
 
 
-def epoch_table(workdirs, labels=None) -> str:
+def epoch_table(workdirs, labels=None, losses=None) -> str:
     """Epoch-mean training loss of each run side by side, one row per epoch any run finished,
-    then each later run's difference from the first ("–" where either lacks that epoch)."""
+    then each later run's difference from the first ("–" where either lacks that epoch).
+    `losses`, each run's epoch_losses if the caller already has them, spares a second read."""
     labels = labels or [Path(w).name for w in workdirs]
-    losses = [epoch_losses(w) for w in workdirs]
+    losses = losses if losses is not None else [epoch_losses(w) for w in workdirs]
     epochs = sorted(set().union(*losses))
     if not epochs:
         raise ResultsError(f"no whole epoch in {', '.join(map(str, workdirs))}")

@@ -114,8 +114,10 @@ def main(argv):
             print(f"wrote {path}", file=sys.stderr)
         samples = {label: results.collect_samples(w, _SAMPLES.value)
                    for label, w in runs.items()} if _SAMPLES.value else {}
-        by_epoch = {label: results.epoch_losses(w) for w, label in zip(*epoch_runs)} if epoch_runs else {}
-        epoch_table = results.epoch_table(*epoch_runs) if epoch_runs else ""
+        # A list, not the label dict: a run named twice (a+a) must still fill both columns.
+        losses = [results.epoch_losses(w) for w in epoch_runs[0]] if epoch_runs else []
+        by_epoch = dict(zip(epoch_runs[1], losses)) if epoch_runs else {}
+        epoch_table = results.epoch_table(*epoch_runs, losses=losses) if epoch_runs else ""
     except (results.ResultsError, OSError) as error:
         cli.fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     if _JSON.value:
