@@ -75,6 +75,27 @@ def training_time(records) -> tuple[float, int]:
     return total, lifetimes
 
 
+def step_time(records) -> float | None:
+    """Seconds per step between logged training steps, compilation excluded: the sum over
+    consecutive train records of one process of the time between them, over the steps between
+    them. Two records share a process when step and elapsed rise and wall_time − elapsed_s
+    (the process's start) agrees, as in `training_time`. Each process's first record, whose
+    elapsed time includes compilation, only starts a gap. Evaluations between two records
+    count; None without gaps."""
+    seconds = steps = 0.0
+    prev = None
+    for r in records:
+        if r.get("event") != "train" or "elapsed_s" not in r or "wall_time" not in r:
+            continue
+        start = r["wall_time"] - r["elapsed_s"]
+        if (prev is not None and r["elapsed_s"] > prev["elapsed_s"] and r["step"] > prev["step"]
+                and abs(start - (prev["wall_time"] - prev["elapsed_s"])) <= TOLERANCE_S):
+            seconds += r["elapsed_s"] - prev["elapsed_s"]
+            steps += r["step"] - prev["step"]
+        prev = r  # after a resume, this record starts its process's first gap
+    return seconds / steps if steps else None
+
+
 def _complete(record) -> bool:
     return record.get("epoch_complete", True)  # records before the field existed: whole epochs
 
@@ -146,7 +167,7 @@ def summarize_run(workdir, label: str | None = None) -> dict:
         "steps": steps, "steps_per_epoch": spe, "total_steps": total,
         "epochs": len({r["epoch"] for r in whole}),
         "epoch_progress": steps / spe if spe else None, "finished": finished,
-        "wall_time_s": seconds, "lifetimes": lifetimes,
+        "wall_time_s": seconds, "lifetimes": lifetimes, "step_time_s": step_time(records),
         "best_train_loss": nats(best_train, "train_loss"),
         "best_train_epoch": best_train["epoch"] if best_train else None,
         "best_train_partial": bool(best_train) and not _complete(best_train),
@@ -220,6 +241,7 @@ COLUMNS = {  # key: (header, cell); any other summary key is shown as str(value)
     "epochs": ("epochs", lambda s: str(s["epochs"])),
     "finished": ("finished", lambda s: {True: "yes", False: "no", None: "?"}[s["finished"]]),
     "wall_time": ("training time", lambda s: _hms(s["wall_time_s"])),
+    "step_ms": ("ms/step", lambda s: "–" if s["step_time_s"] is None else f"{1000 * s['step_time_s']:.1f}"),
     "best_train": ("best train loss", _best_train),
     "last_train": ("last train loss", lambda s: _num(s["last_train_loss"])),
     "best_val": ("best val (nats)", lambda s: _num(s["best_val_loss"])),

@@ -244,3 +244,28 @@ def test_cli_prints_the_epoch_table_and_names_an_unknown_run(tmp_path):
     bad = run_script("--runs=runs/a", "--epoch_table=a+nope", cwd=tmp_path)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == "error: --epoch_table=a+nope: 'nope' is neither a --runs name (a) nor a workdir"
+
+
+# ------------------------------------------------------------------------------ step time
+def test_step_time_leaves_out_compilation_and_the_gap_across_a_resume():
+    # Process 1 starts at wall 1000: 8 s to step 10 (compilation), then 10 steps in 2 s and 10
+    # in 3 s. Process 2 resumes at wall 2000: 9 s to step 40, then 20 steps in 4 s.
+    records = [train(10, 1008.0, 8.0), train(20, 1010.0, 10.0), epoch(20, 1010.0, 10.0, 2.0),
+               train(30, 1013.0, 13.0), train(40, 2009.0, 9.0), train(60, 2013.0, 13.0)]
+    assert results.step_time(records) == pytest.approx((2 + 3 + 4) / (10 + 10 + 20))
+
+
+def test_step_time_splits_processes_by_start_even_when_elapsed_rises():
+    # A short first process (to elapsed 3 s) and a resume whose first log is at elapsed 8 s:
+    # elapsed rises across the resume, but the processes started 100 s apart.
+    records = [train(10, 1002.0, 2.0), train(20, 1003.0, 3.0), train(30, 1108.0, 8.0),
+               train(40, 1110.0, 10.0)]
+    assert results.step_time(records) == pytest.approx((1 + 2) / (10 + 10))
+    assert results.step_time([train(10, 1002.0, 2.0)]) is None
+
+
+def test_cli_step_time_column(tmp_path):
+    make_run(tmp_path / "runs" / "a", three_epochs())
+    done = run_script("--runs=runs/a", "--columns=run,step_ms", cwd=tmp_path)
+    # gaps: 5 steps in 5 s, then 10 in 12 s twice (evaluations included): 29 s / 25 steps
+    assert done.returncode == 0 and done.stdout.splitlines()[2] == "| a | 1160.0 |"
