@@ -1,5 +1,10 @@
 """Adam with ε placed as optax and as Keras place it, against float64 NumPy written from each
 library's published update rule (Keras 1.2's `Adam.get_updates`; optax's `scale_by_adam`)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +14,7 @@ import pytest
 from configs import default
 from lstm import optim, train
 
+ROOT = Path(__file__).resolve().parents[1]
 B1, B2 = 0.9, 0.999
 
 
@@ -119,3 +125,50 @@ def test_config_names_a_bad_placement_and_defaults_old_configs_to_optax():
     del config.train["eps_placement"]  # a config saved before the option existed
     train.validate_config(config)
     assert train.added_option(config, "train.eps_placement") == "optax"
+
+
+# ------------------------------------------------------------------------------ √v̂ read-out
+@pytest.mark.parametrize("placement", optim.EPS_PLACEMENTS)
+def test_sqrt_v_hat_is_the_bias_corrected_second_moment(placement):
+    grads = [g * 50 for g in gradients(seed=3)]  # clipped: the moments see the clipped gradient
+    config = train_config(grad_clip_norm=1.0)
+    _, state = run_optimizer(optim.make_optimizer(config, 100, placement), PARAM, grads)
+    t, scales = optim.sqrt_v_hat(state, B2)
+    clipped = [g / max(1.0, np.linalg.norm(g)) for g in grads]
+    *_, (steps, _, v) = adam_moments(clipped)
+    assert t == steps == len(grads) and list(scales) == ["w"]
+    np.testing.assert_allclose(np.asarray(scales["w"]), np.sqrt(v / (1 - B2**steps)), rtol=1e-5)
+
+
+def test_sqrt_v_hat_refuses_a_state_without_steps():
+    state = optim.make_optimizer(train_config(), 10).init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match="no step yet"):
+        optim.sqrt_v_hat(state, B2)
+    with pytest.raises(ValueError, match="found 0"):
+        optim.sqrt_v_hat(optax.sgd(0.1).init({"w": jnp.zeros(3)}), B2)
+
+
+def test_adam_moments_script_on_a_trained_workdir(tmp_path, corpus_path):
+    from configs import tiny
+    config = tiny.get_config()
+    config.data.path = str(corpus_path)
+    config.train.max_steps = 3
+    config.eval.max_windows = 16
+    train.train_and_evaluate(config, tmp_path / "run")
+    script = [sys.executable, str(ROOT / "scripts" / "adam_moments.py"), f"--workdir={tmp_path / 'run'}"]
+    done = subprocess.run([*script, "--json", "--eps=1e-3,1e-12"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    sizes = {name: p["size"] for name, p in report["parameters"].items()}
+    params = train.init_train_state(config, report_vocab_size(tmp_path / "run"))[2].params
+    assert sum(sizes.values()) == report["total"]["size"] == sum(x.size for x in jax.tree.leaves(params))
+    assert report["adam_step"] == 3 and report["total"]["min"] <= report["total"]["median"]
+    assert report["total"]["under"]["1e-12"] <= report["total"]["under"]["0.001"]
+    bad = subprocess.run([*script, "--which=7"], capture_output=True, text=True)
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "no checkpoint for step 7" in bad.stderr
+
+
+def report_vocab_size(workdir):
+    from lstm import checkpoint, data
+    return len(data.Vocab.from_json(checkpoint.read_meta(workdir)[1]))
