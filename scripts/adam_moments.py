@@ -7,7 +7,7 @@ optimizer state stored in a checkpoint, and how many parameters have √v̂ unde
 
 √v̂ is v/(1 − β₂ᵗ) under the root, with the run's β₂ and t the optimizer's step count. Under
 Keras's placement (train.eps_placement=keras) ε acts as ε/√(1 − β₂ᵗ) against this √v̂; the
-table's last line gives that factor for the checkpoint's t.
+table's title gives that factor for the checkpoint's t.
 """
 import json
 import os
