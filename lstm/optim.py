@@ -67,9 +67,10 @@ def make_optimizer(train_config, total_steps: int, eps_placement: str = "optax")
     return update
 
 
-def sqrt_v_hat(opt_state, b2: float) -> tuple[int, dict]:
-    """(t, {parameter name: √v̂}) from an optimizer state holding one ScaleByAdamState: the
-    scale Adam divides by, which ε is added to (optax) and has to be compared with."""
+def sqrt_v_hat(opt_state, b2: float) -> tuple[int, object]:
+    """(t, √v̂ shaped like the parameters) from an optimizer state holding one
+    ScaleByAdamState: the scale Adam divides by, which ε is added to (optax) and has to be
+    compared with."""
     is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)  # noqa: E731
     found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(x)]
     if len(found) != 1:
@@ -78,11 +79,4 @@ def sqrt_v_hat(opt_state, b2: float) -> tuple[int, dict]:
     if count < 1:
         raise ValueError("the Adam state has taken no step yet: v̂ is undefined")
     correction = 1.0 - b2**count
-    leaves, _ = jax.tree_util.tree_flatten_with_path(found[0].nu)
-    return count, {_dotted(path): jnp.sqrt(jnp.asarray(v, jnp.float32) / correction) for path, v in leaves}
-
-
-def _dotted(path) -> str:
-    """layers.0.W_h for a path of dict keys, list indices and nnx's .value attribute."""
-    parts = [getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path]
-    return ".".join(str(p) for p in parts if p != "value")
+    return count, jax.tree.map(lambda v: jnp.sqrt(jnp.asarray(v, jnp.float32) / correction), found[0].nu)

@@ -52,6 +52,12 @@ def load_run(workdir) -> tuple[list[dict], dict | None]:
     return records, config
 
 
+def _same_process(a, b) -> bool:
+    """Whether two records carrying elapsed_s agree on when their process started
+    (wall_time − elapsed_s), within TOLERANCE_S."""
+    return abs((b["wall_time"] - b["elapsed_s"]) - (a["wall_time"] - a["elapsed_s"])) <= TOLERANCE_S
+
+
 def training_time(records) -> tuple[float, int]:
     """(seconds of training, number of process lifetimes); the rule is in the module docstring."""
     total, lifetimes, prev, anchor = 0.0, 0, None, None
@@ -61,8 +67,7 @@ def training_time(records) -> tuple[float, int]:
             continue
         new = prev is None or wall < prev["wall_time"] or record["step"] < prev["step"]
         if not new and anchor is not None and "elapsed_s" in record:
-            drift = (wall - anchor["wall_time"]) - (record["elapsed_s"] - anchor["elapsed_s"])
-            new = abs(drift) > TOLERANCE_S
+            new = not _same_process(anchor, record)
         if new:
             lifetimes += 1
             total += max(float(record.get("elapsed_s", 0.0)), 0.0)
@@ -79,7 +84,7 @@ def step_time(records) -> float | None:
     """Seconds per step between logged training steps, compilation excluded: the sum over
     consecutive train records of one process of the time between them, over the steps between
     them. Two records share a process when step and elapsed rise and wall_time − elapsed_s
-    (the process's start) agrees, as in `training_time`. Each process's first record, whose
+    (the process's start) agrees (`_same_process`, as in `training_time`). Each process's first record, whose
     elapsed time includes compilation, only starts a gap. Evaluations between two records
     count; None without gaps."""
     seconds = steps = 0.0
@@ -87,9 +92,8 @@ def step_time(records) -> float | None:
     for r in records:
         if r.get("event") != "train" or "elapsed_s" not in r or "wall_time" not in r:
             continue
-        start = r["wall_time"] - r["elapsed_s"]
         if (prev is not None and r["elapsed_s"] > prev["elapsed_s"] and r["step"] > prev["step"]
-                and abs(start - (prev["wall_time"] - prev["elapsed_s"])) <= TOLERANCE_S):
+                and _same_process(prev, r)):
             seconds += r["elapsed_s"] - prev["elapsed_s"]
             steps += r["step"] - prev["step"]
         prev = r  # after a resume, this record starts its process's first gap

@@ -368,8 +368,8 @@ def passed_multiple(every: int, step: int, count: int) -> bool:
     return every > 0 and step // every > (step - count) // every
 
 
-def load_model(workdir, which: str = "best"):
-    """Rebuilds (model, vocab, config) from a workdir's checkpoints alone, for sampling."""
+def load_state(workdir, which: str | int = "best"):
+    """(graphdef, train state, vocab, config, step) from a workdir's checkpoints alone."""
     config_dict, vocab_json = checkpoint.read_meta(workdir)
     config = ml_collections.ConfigDict(config_dict)
     vocab = data.Vocab.from_json(vocab_json)
@@ -378,7 +378,13 @@ def load_model(workdir, which: str = "best"):
     try:
         if which == "best" and saver.best_step() is None:
             which = "latest"  # a run with no monitored metric yet: latest is the best we have
-        _, flat, _ = saver.restore(flatten_state(target), which=which)
+        step, flat, _ = saver.restore(flatten_state(target), which=which)
     finally:
         saver.close()
-    return nnx.merge(graphdef, unflatten_state(flat, target).params), vocab, config
+    return graphdef, unflatten_state(flat, target), vocab, config, step
+
+
+def load_model(workdir, which: str = "best"):
+    """Rebuilds (model, vocab, config) from a workdir's checkpoints alone, for sampling."""
+    graphdef, state, vocab, config, _ = load_state(workdir, which)
+    return nnx.merge(graphdef, state.params), vocab, config

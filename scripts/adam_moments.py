@@ -64,29 +64,23 @@ def _stats(values, eps) -> dict:
 
 
 def _measure(which, eps) -> dict:
-    import ml_collections
+    import jax
     import numpy as np
-    from lstm import checkpoint, data, optim, train
-    config_dict, vocab_json = checkpoint.read_meta(_WORKDIR.value)
-    config = ml_collections.ConfigDict(config_dict)
-    _, _, target = train.init_train_state(config, len(data.Vocab.from_json(vocab_json)))
-    saver = checkpoint.Checkpointer(_WORKDIR.value, keep_best=config.checkpoint.keep_best)
-    try:
-        step, flat, _ = saver.restore(train.flatten_state(target), which=which)
-    finally:
-        saver.close()
-    state = train.unflatten_state(flat, target)
+    import orbax.checkpoint as ocp
+    from lstm import checkpoint, optim, train
+    _, state, _, config, step = train.load_state(_WORKDIR.value, which)
     b2 = float(config.train.b2)
     try:
         adam_step, scales = optim.sqrt_v_hat(state.opt_state, b2)
     except ValueError as error:
         raise checkpoint.CheckpointError(f"step {step} in {_WORKDIR.value}: {error}") from None
-    scales = {name: np.asarray(v, np.float64).ravel() for name, v in scales.items()}
+    # Named as the checkpoint's mismatch messages name leaves, without nnx's trailing .value.
+    scales = {".".join(k for k in ocp.tree.str_keypath(path) if k != "value"): np.asarray(v, np.float64).ravel()
+              for path, v in jax.tree_util.tree_flatten_with_path(scales)[0]}
     return {"workdir": _WORKDIR.value, "step": step, "adam_step": adam_step, "b2": b2,
             "keras_factor": 1 / float(np.sqrt(1 - b2**adam_step)),
             "parameters": {name: _stats(v, eps) for name, v in scales.items()},
             "total": _stats(np.concatenate(list(scales.values())), eps)}
-
 
 if __name__ == "__main__":
     cli.run(main)
