@@ -1,0 +1,60 @@
+"""scripts/device_check.sh, the prepared GPU call, in its CPU smoke mode: every stage runs, and
+what it returns unpacks into workdirs that the results tools can read. Without this the
+script would first be exercised on a GPU, whose minutes are too few to debug plumbing in."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ALICE
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "device_check.sh"
+
+
+def _run(env_extra, **kwargs):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PY": sys.executable, **env_extra}
+    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def test_refuses_to_run_without_an_out_folder():
+    result = _run({"OUT": ""})
+    assert result.returncode != 0
+    assert "set OUT" in result.stderr
+
+
+def test_a_failed_stage_fails_the_call_after_the_others_ran(tmp_path):
+    result = _run({"OUT": str(tmp_path), "SMOKE": "1", "PY": "false"})
+    assert result.returncode == 1
+    assert "stages that failed: devices bench bigger shakespeare" in result.stderr
+
+
+@pytest.mark.skipif(not ALICE.exists(), reason="needs data/wonderland.txt (make data)")
+def test_smoke_runs_every_stage_and_returns_unpackable_workdirs(tmp_path):
+    out = tmp_path / "out"
+    result = _run({"OUT": str(out), "SMOKE": "1"})
+    assert result.returncode == 0, result.stderr
+    log = (out / "device_check.log").read_text()
+    stages = [line for line in log.splitlines() if line.startswith("== ") and ": exit " in line]
+    assert [line.split(":")[0] for line in stages] == ["== devices", "== bench", "== bigger", "== shakespeare"]
+    assert all(line.endswith(": exit 0") for line in stages), stages
+
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["section"] == "train" and bench["rows"]
+
+    # Only files one or two folders down come back from the device machine.
+    returned = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert returned == ["bench.json", "bigger.tgz.aa", "device_check.log", "shakespeare_gpu.tgz.aa"]
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    for run in ("bigger", "shakespeare_gpu"):
+        with open(out / f"{run}.tgz.aa", "rb") as part, tarfile.open(fileobj=part, mode="r:gz") as archive:
+            archive.extractall(unpacked, filter="data")
+        records = [json.loads(line) for line in (unpacked / run / "metrics.jsonl").read_text().splitlines()]
+        assert any(r.get("event") == "eval" for r in records)
+        assert (unpacked / run / "checkpoints" / "config.json").exists()
