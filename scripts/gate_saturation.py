@@ -2,7 +2,8 @@
 and gate, the fraction of values near 0 (< 0.1) and near 1 (> 0.9), Karpathy et al.'s (2015)
 saturation, and the fraction exactly 0 or exactly 1. Under Keras's hard sigmoid
 (model.gate_activation=hard_sigmoid) a gate at exactly 0 or 1 is clipped: no gradient flows
-through it, so those are the values that stop learning.
+through it, so those are the values that stop learning; a unit whose gate is stuck at 0 or 1 at every
+traced position is counted apart (a unit with o stuck at 0 outputs nothing).
 
     python scripts/gate_saturation.py --workdir=runs/small_hard_sigmoid --which=1128,2256,best
     python scripts/gate_saturation.py --workdir=runs/a,runs/b --which=latest --json
@@ -52,11 +53,11 @@ def main(argv):
         return
     from lstm.bench import text_table
     lines = [[r["workdir"], f"{r['step']:,}", str(r["layer"]), r["gate"],
-              *(f"{100 * r[k]:.1f}%" for k in ("near_zero", "near_one", "exactly_zero", "exactly_one"))]
-             for r in report]
+              *(f"{100 * r[k]:.1f}%" for k in ("near_zero", "near_one", "exactly_zero", "exactly_one")),
+              f"{r['stuck_at_zero']}/{r['units']}", f"{r['stuck_at_one']}/{r['units']}"] for r in report]
     title = f"gate saturation over {report[0]['windows']:,} windows of the {_SPLIT.value} text"
     print(text_table(title, ["workdir", "step", "layer", "gate", f"< {NEAR_ZERO}", f"> {NEAR_ONE}",
-                             "= 0", "= 1"], lines, left={0}))
+                             "= 0", "= 1", "units always 0", "units always 1"], lines, left={0}))
 
 
 def _measure(workdir, which) -> list[dict]:
@@ -81,15 +82,18 @@ def _measure(workdir, which) -> list[dict]:
         counts = _count(nnx.merge(graphdef, state.params), windows)
         for layer, (units, layer_counts) in enumerate(counts, start=1):
             for gate in GATES:
+                fractions = {k: n / (windows.size * units) for k, n in layer_counts[gate].items()
+                             if not k.startswith("stuck")}
+                stuck = {k: int(n.sum()) for k, n in layer_counts[gate].items() if k.startswith("stuck")}
                 rows.append({"workdir": workdir, "step": step, "layer": layer, "gate": gate,
-                             "windows": len(windows),
-                             **{k: n / (windows.size * units) for k, n in layer_counts[gate].items()}})
+                             "windows": len(windows), "units": units, **fractions, **stuck})
     return rows
 
 
 def _count(model, windows) -> list[tuple[int, dict]]:
-    """Per layer (units, {gate: {near_zero, near_one, exactly_zero, exactly_one}: counts}),
-    summed over windows, positions and units."""
+    """Per layer (units, {gate: counts}): near_zero, near_one, exactly_zero and exactly_one
+    summed over windows, positions and units; stuck_at_zero and stuck_at_one as [units] bools,
+    true where the unit's gate held that value at every position."""
     import jax
     import numpy as np
     from flax import nnx
@@ -98,7 +102,8 @@ def _count(model, windows) -> list[tuple[int, dict]]:
     traced = jax.jit(lambda p, tokens: [{g: layer[g] for g in GATES}
                                         for layer in trace(nnx.merge(graphdef, p), tokens)])
     keys = ("near_zero", "near_one", "exactly_zero", "exactly_one")
-    counts = [{g: dict.fromkeys(keys, 0) for g in GATES} for _ in model.layers]
+    counts = [{g: {**dict.fromkeys(keys, 0), "stuck_at_zero": True, "stuck_at_one": True} for g in GATES}
+              for _ in model.layers]
     units = [None] * len(model.layers)
     for begin in range(0, len(windows), BATCH):
         chunk = windows[begin:begin + BATCH]
@@ -109,6 +114,8 @@ def _count(model, windows) -> list[tuple[int, dict]]:
                 units[index] = values.shape[-1]
                 for key, hits in zip(keys, (values < NEAR_ZERO, values > NEAR_ONE, values == 0, values == 1)):
                     counts[index][gate][key] += int(hits.sum())
+                counts[index][gate]["stuck_at_zero"] &= (values == 0).all(axis=(0, 1))
+                counts[index][gate]["stuck_at_one"] &= (values == 1).all(axis=(0, 1))
     return list(zip(units, counts))
 
 

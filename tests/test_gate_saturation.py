@@ -14,17 +14,18 @@ from tests.test_model import reference_forward
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gate_saturation.py"
 WINDOWS = 40
+H = 64  # configs/tiny.py's units per layer
 
 
 @pytest.fixture(scope="module")
 def hard_run(tmp_path_factory, corpus_path):
-    """A tiny hard-sigmoid run whose large steps push many gates past the clip."""
+    """A tiny hard-sigmoid run whose huge steps push many gates past the clip."""
     from configs import tiny
     config = tiny.get_config()
     config.data.path = str(corpus_path)
     config.data.val_fraction = 0.0  # like the faithful configs: --split=val has nothing to read
     config.model.gate_activation = "hard_sigmoid"
-    config.train.learning_rate = 0.3
+    config.train.learning_rate = 1.0  # absurd on purpose: four steps pin some units for good
     config.train.max_steps = 4
     config.checkpoint.every_steps = 2
     config.checkpoint.keep_best = 3
@@ -46,7 +47,9 @@ def reference_fractions(workdir, which):
     windows = np.stack([np.asarray(ids[s:s + config.data.seq_len]) for s in starts])
     _, layers = reference_forward(model, windows, model.initial_state(len(windows)), "hard_sigmoid")
     return {(layer, gate): {"near_zero": np.mean(steps[gate] < 0.1), "near_one": np.mean(steps[gate] > 0.9),
-                            "exactly_zero": np.mean(steps[gate] == 0), "exactly_one": np.mean(steps[gate] == 1)}
+                            "exactly_zero": np.mean(steps[gate] == 0), "exactly_one": np.mean(steps[gate] == 1),
+                            "stuck_at_zero": sum(np.all(steps[gate][..., u] == 0) for u in range(H)),
+                            "stuck_at_one": sum(np.all(steps[gate][..., u] == 1) for u in range(H))}
             for layer, steps in enumerate(layers, start=1) for gate in "ifo"}
 
 
@@ -56,7 +59,7 @@ def test_fractions_match_a_float64_numpy_recount(hard_run):
     rows = json.loads(done.stdout)
     assert [(r["step"], r["layer"], r["gate"]) for r in rows] == [
         (step, layer, gate) for step in (2, 4) for layer in (1, 2) for gate in "ifo"]
-    exact_seen = 0
+    exact_seen, stuck_seen = 0, 0
     for step in (2, 4):
         expected = reference_fractions(hard_run, step)
         for row in (r for r in rows if r["step"] == step):
@@ -64,9 +67,12 @@ def test_fractions_match_a_float64_numpy_recount(hard_run):
             for key, value in want.items():
                 # float32 against float64: a pre-activation within rounding of a threshold may
                 # land on either side, a handful among the 40 * 32 * 64 values.
-                assert row[key] == pytest.approx(value, abs=2e-3), (step, row["layer"], row["gate"], key)
+                tolerance = 1 if key.startswith("stuck") else 2e-3
+                assert row[key] == pytest.approx(value, abs=tolerance), (step, row["layer"], row["gate"], key)
             exact_seen += want["exactly_zero"] + want["exactly_one"] > 0.05
-    assert exact_seen >= 3  # the run did clip gates, so the exact counts were exercised
+            stuck_seen += want["stuck_at_zero"] + want["stuck_at_one"]
+    # The run did clip gates, and pinned some units for good, so every count was exercised.
+    assert exact_seen >= 3 and stuck_seen >= 1
 
 
 def test_table_and_one_line_errors(hard_run, tmp_path):
