@@ -300,6 +300,32 @@ def epoch_table(workdirs, labels=None, losses=None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def validation_table(workdir) -> str:
+    """One row per evaluation: where it fell (epochs, with a fraction for a run stopped
+    mid-epoch), the training loss logged at the same step (the epoch mean; "(partial)" when
+    the epoch was cut short), and the validation loss in nats and bits/char, the lowest in bold."""
+    records, config = load_run(workdir)
+    spe = steps_per_epoch(records, config)
+    evals = [r for r in records if r.get("event") == "eval" and _finite(r.get("val_loss"))]
+    if not evals:
+        raise ResultsError(f"no validation loss in {workdir}")
+    trains = {int(r["step"]): r for r in records if r.get("event") == "epoch" and _finite(r.get("train_loss"))}
+    best = min(r["val_loss"] for r in evals)
+    header = ["epoch", "step", "training loss (epoch mean)", "validation (nats/char)", "validation (bits/char)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    for r in evals:
+        step = int(r["step"])
+        where = "–" if not spe else (f"{step // spe}" if step % spe == 0 else f"{step / spe:.1f}")
+        epoch_record = trains.get(step)
+        train_cell = _num(epoch_record["train_loss"] if epoch_record else None)
+        if epoch_record and not _complete(epoch_record):
+            train_cell += " (partial)"
+        mark = "**" if r["val_loss"] == best else ""
+        lines.append(f"| {where} | {step:,} | {train_cell} | {mark}{r['val_loss']:.4f}{mark} | "
+                     f"{mark}{r['val_loss'] / LN2:.3f}{mark} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------- plots
 def plot_curves(workdirs, out_png, title, reference=None, labels=None, x_axis="epoch") -> Path:
     """Training loss (logged steps as a thin line, epoch means as dots) and validation loss

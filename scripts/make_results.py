@@ -14,7 +14,8 @@ object (summaries, plots, samples, epoch losses) instead of markdown. --time_plo
 against seconds of training rather than epochs (fixed-budget comparisons).
 --epoch_table=RUN+RUN… prints those runs' epoch-mean training losses side by side, one row per
 epoch, with each later run's difference from the first (paired comparisons, e.g. one change
-under the same seed).
+under the same seed). --val_table=RUN prints each evaluation of that run (a held-out one) as a
+row: its epoch, the epoch-mean training loss and the validation loss in nats and bits/char.
 """
 import json
 import os
@@ -36,6 +37,7 @@ _COLUMNS = flags.DEFINE_list("columns", None, "Table columns (default: the libra
 _SAMPLES = flags.DEFINE_integer("samples", 0, "Print each run's latest N logged samples after the table.")
 _TIME_PLOTS = flags.DEFINE_list("time_plots", [], "Names of --plot figures drawn against seconds of training instead of epochs.")
 _EPOCH_TABLE = flags.DEFINE_string("epoch_table", None, "RUN+RUN…: epoch-mean training losses side by side, with differences from the first.")
+_VAL_TABLE = flags.DEFINE_string("val_table", None, "RUN: each evaluation's validation loss beside the epoch's training loss.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of markdown.")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -95,6 +97,8 @@ def main(argv):
     references = parse_references(_REFERENCE.value, plots)
     epoch_runs = (resolve_runs(f"--epoch_table={_EPOCH_TABLE.value}", _EPOCH_TABLE.value, runs)
                   if _EPOCH_TABLE.value else None)
+    val_run = (resolve_runs(f"--val_table={_VAL_TABLE.value}", _VAL_TABLE.value, runs)[0][0]
+               if _VAL_TABLE.value else None)
     unknown = sorted(set(_TIME_PLOTS.value) - set(plots))
     if unknown:
         cli.fail(f"--time_plots names {unknown[0]!r}, which no --plot defines")
@@ -118,6 +122,7 @@ def main(argv):
         losses = [results.epoch_losses(w) for w in epoch_runs[0]] if epoch_runs else []
         by_epoch = dict(zip(epoch_runs[1], losses)) if epoch_runs else {}
         epoch_table = results.epoch_table(*epoch_runs, losses=losses) if epoch_runs else ""
+        val_table = results.validation_table(val_run) if val_run else ""
     except (results.ResultsError, OSError) as error:
         cli.fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     if _JSON.value:
@@ -127,6 +132,8 @@ def main(argv):
     print(table, end="")
     if epoch_table:
         print("\n" + epoch_table, end="")
+    if val_table:
+        print("\n" + val_table, end="")
     for label, logged in samples.items():
         print("\n" + (results.samples_markdown(label, logged) or f"**{label}**: no samples logged\n"), end="")
 
