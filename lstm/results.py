@@ -315,7 +315,7 @@ def validation_table(workdir) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
     for r in evals:
         step = int(r["step"])
-        where = "–" if not spe else (f"{step // spe}" if step % spe == 0 else f"{step / spe:.1f}")
+        where = "–" if not spe else (f"{step // spe}" if step % spe == 0 else f"{step / spe:.2f}")
         epoch_record = trains.get(step)
         train_cell = _num(epoch_record["train_loss"] if epoch_record else None)
         if epoch_record and not _complete(epoch_record):

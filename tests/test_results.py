@@ -272,16 +272,16 @@ def test_cli_step_time_column(tmp_path):
 
 
 def test_validation_table_rows_per_evaluation_with_partial_epochs_and_the_best_in_bold(tmp_path):
-    # three_epochs(), then a run stopped 5 steps into epoch 4: a partial epoch mean of 1.9
-    stopped = [*three_epochs(), epoch(35, 1040.0, 40.0, 1.9, complete=False), evaluation(35, 1041.0, 2.5)]
+    # three_epochs(), then a run stopped 1 step into epoch 4: a partial epoch mean of 1.9
+    stopped = [*three_epochs(), epoch(31, 1040.0, 40.0, 1.9, complete=False), evaluation(31, 1041.0, 2.5)]
     lines = results.validation_table(make_run(tmp_path / "runs" / "a", stopped)).splitlines()
     ln2 = math.log(2)
     assert lines[2:] == [f"| 1 | 10 | 2.5000 | 2.4000 | {2.4 / ln2:.3f} |",
                          f"| 2 | 20 | 2.1000 | **2.0000** | **{2.0 / ln2:.3f}** |",
                          f"| 3 | 30 | 2.2000 | 2.3000 | {2.3 / ln2:.3f} |",
-                         f"| 3.5 | 35 | 1.9000 (partial) | 2.5000 | {2.5 / ln2:.3f} |"]
+                         f"| 3.10 | 31 | 1.9000 (partial) | 2.5000 | {2.5 / ln2:.3f} |"]
     with pytest.raises(results.ResultsError, match="no validation loss"):
         results.validation_table(make_run(tmp_path / "b", three_epochs()[:3]))
     done = run_script("--runs=runs/a", "--val_table=runs/a", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert f"| 3.5 | 35 | 1.9000 (partial) | 2.5000 | {2.5 / ln2:.3f} |" in done.stdout.splitlines()
+    assert f"| 3.10 | 31 | 1.9000 (partial) | 2.5000 | {2.5 / ln2:.3f} |" in done.stdout.splitlines()
