@@ -1,4 +1,5 @@
-"""What the thin scripts share: one-line errors instead of tracebacks, and absl start-up."""
+"""What the thin scripts share: one-line errors instead of tracebacks, absl start-up, and a
+trained run's text read back for analysis."""
 from __future__ import annotations
 
 import contextlib
@@ -57,3 +58,19 @@ def format_summary(summary: dict, workdir) -> str:
     parts = [f"{k}={summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k}={summary[k]}"
              for k in keys if k in summary]
     return f"done ({workdir}): " + " ".join(parts)
+
+
+def run_text_ids(config, vocab, split: str):
+    """The ids of a trained run's text, `split` "train" or "val": the corpus its config names,
+    cleaned as for training and never downloaded. A DataError if the text no longer gives the
+    vocabulary stored with the checkpoints, or if --split=val finds nothing held out."""
+    import ml_collections
+    from lstm import data
+    corpus = data.load_corpus(ml_collections.ConfigDict({**config.data.to_dict(), "download": False}))
+    if corpus.vocab != vocab:
+        raise data.DataError(f"{config.data.path} no longer gives the vocabulary the checkpoint "
+                             "was trained with; the text changed")
+    ids = corpus.train if split == "train" else corpus.val
+    if ids is None:
+        raise data.DataError("--split=val: this run held nothing out (data.val_fraction=0)")
+    return ids

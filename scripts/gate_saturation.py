@@ -61,21 +61,14 @@ def main(argv):
 
 
 def _measure(workdir, which) -> list[dict]:
-    import ml_collections
     import numpy as np
     from flax import nnx
-    from lstm import data, schedules, train
+    from lstm import schedules, train
     rows, windows = [], None
     for w in which:
         graphdef, state, vocab, config, step = train.load_state(workdir, w)
         if windows is None:  # every checkpoint of a run reads the same windows
-            corpus = data.load_corpus(ml_collections.ConfigDict({**config.data.to_dict(), "download": False}))
-            if corpus.vocab != vocab:
-                raise data.DataError(f"{config.data.path} no longer gives the vocabulary the checkpoint "
-                                     "was trained with; the text changed")
-            ids = corpus.train if _SPLIT.value == "train" else corpus.val
-            if ids is None:
-                raise data.DataError("--split=val: this run held nothing out (data.val_fraction=0)")
+            ids = cli.run_text_ids(config, vocab, _SPLIT.value)
             seq_len = config.data.seq_len
             starts = schedules.tutorial_eval_starts(len(ids), seq_len, _WINDOWS.value)
             windows = np.asarray(ids)[starts[:, None] + np.arange(seq_len)]

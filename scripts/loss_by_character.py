@@ -45,16 +45,9 @@ def main(argv):
 
 
 def _evaluate() -> dict:
-    import ml_collections
-    from lstm import char_loss, data, train
+    from lstm import char_loss, train
     model, vocab, config = train.load_model(_WORKDIR.value, _WHICH.value)
-    corpus = data.load_corpus(ml_collections.ConfigDict({**config.data.to_dict(), "download": False}))
-    if corpus.vocab != vocab:
-        raise data.DataError(f"{config.data.path} no longer gives the vocabulary the checkpoint "
-                             "was trained with; the text changed")
-    ids = corpus.train if _SPLIT.value == "train" else corpus.val
-    if ids is None:
-        raise data.DataError("--split=val: this run held nothing out (data.val_fraction=0)")
+    ids = cli.run_text_ids(config, vocab, _SPLIT.value)
     losses, targets = char_loss.window_losses(model, ids, config.data.seq_len, _WINDOWS.value)
     rows = char_loss.by_character(losses, targets, vocab)
     return {"workdir": _WORKDIR.value, "which": _WHICH.value, "split": _SPLIT.value,
