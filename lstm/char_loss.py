@@ -7,11 +7,15 @@ line endings are worth: on a `\\r\\n` copy, every "\\n" follows a "\\r", so how 
 targets are decides how much lower the tutorial's average could be.
 
     python scripts/loss_by_character.py --workdir=runs/small --windows=20000
+
+`compare` sets several checkpoints side by side on the same windows (seeds of one config, or
+one run's epochs): each character's part of the mean loss, so the difference between two
+checkpoints' means is the sum of the per-character differences.
 """
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +23,13 @@ import numpy as np
 from flax import nnx
 
 from lstm import data, schedules
+
+
+class CharacterComparison(NamedTuple):
+    character: str
+    count: int
+    mean_loss: tuple[float, ...]  # per checkpoint, nats per prediction of this character
+    part: tuple[float, ...]  # per checkpoint, this character's nats in the mean over all windows
 
 
 class CharacterLoss(NamedTuple):
@@ -67,3 +78,24 @@ def by_character(losses, targets, vocab: data.Vocab) -> list[CharacterLoss]:
                           float(sums[i] / total) if total else 0.0)
             for i in np.flatnonzero(counts)]
     return sorted(rows, key=lambda row: (-row.share, row.character))
+
+
+def compare(runs: Sequence[tuple[np.ndarray, np.ndarray]], vocab: data.Vocab) -> list[CharacterComparison]:
+    """Per target character, its mean loss and its part of the overall mean loss (its summed
+    loss / the number of windows) under each of `runs`, (losses, targets) pairs from
+    `window_losses` over the same windows. Sorted by how far the parts spread across runs
+    (max − min), largest first: the characters that make two runs' means differ come first."""
+    if not runs:
+        raise ValueError("compare needs at least one run")
+    targets = np.asarray(runs[0][1])
+    for _, other in runs[1:]:
+        if not np.array_equal(np.asarray(other), targets):
+            raise data.DataError("the runs were not scored on the same windows (different text or seq_len)")
+    counts = np.bincount(targets, minlength=len(vocab))
+    sums = np.stack([np.bincount(targets, weights=np.asarray(losses, np.float64), minlength=len(vocab))
+                     for losses, _ in runs])
+    rows = [CharacterComparison(vocab.chars[i], int(counts[i]),
+                                tuple(float(v) for v in sums[:, i] / counts[i]),
+                                tuple(float(v) for v in sums[:, i] / len(targets)))
+            for i in np.flatnonzero(counts)]
+    return sorted(rows, key=lambda row: (-(max(row.part) - min(row.part)), -row.count, row.character))

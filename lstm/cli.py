@@ -53,6 +53,20 @@ def run(main) -> None:
     main(argv)
 
 
+def checkpoint_choices(values, flag: str = "--which") -> list:
+    """A --which flag's values as load_state takes them: "latest", "best" or step numbers
+    (ints), in the order given; anything else, or no value at all, exits with one line."""
+    choices = []
+    for value in values:
+        value = value.strip()
+        if value not in ("latest", "best") and not value.isdigit():
+            fail(f"{flag} takes latest, best or step numbers, not {value!r}")
+        choices.append(value if value in ("latest", "best") else int(value))
+    if not choices:
+        fail(f"{flag} needs at least one checkpoint")
+    return choices
+
+
 def format_summary(summary: dict, workdir) -> str:
     keys = ("step", "epoch", "train_loss", "val_loss", "val_bpc", "val_last_char_loss", "elapsed_s")
     parts = [f"{k}={summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k}={summary[k]}"

@@ -245,7 +245,7 @@ class Generator:
         self.timings = {}  # of the last call: compile_s, prime_s, generate_s, chars_per_s
 
     @classmethod
-    def from_workdir(cls, workdir, which: str = "best", **kwargs) -> "Generator":
+    def from_workdir(cls, workdir, which: str | int = "best", **kwargs) -> "Generator":
         """Model, vocabulary and config from a workdir's checkpoints alone (no training text)."""
         from lstm import train  # here, not at the top, so train.py may import this module
         model, vocab, config = train.load_model(workdir, which)

@@ -384,7 +384,7 @@ def load_state(workdir, which: str | int = "best"):
     return graphdef, unflatten_state(flat, target), vocab, config, step
 
 
-def load_model(workdir, which: str = "best"):
+def load_model(workdir, which: str | int = "best"):
     """Rebuilds (model, vocab, config) from a workdir's checkpoints alone, for sampling."""
     graphdef, state, vocab, config, _ = load_state(workdir, which)
     return nnx.merge(graphdef, state.params), vocab, config

@@ -34,11 +34,7 @@ def main(argv):
         cli.fail(f"--eps must be numbers, not {','.join(_EPS.value)}")
     if not eps or min(eps) <= 0:
         cli.fail("--eps needs at least one value, each > 0")
-    which = _WHICH.value
-    if which not in ("latest", "best"):
-        if not which.isdigit():
-            cli.fail(f"--which must be latest, best or a step number, not {which!r}")
-        which = int(which)
+    which, = cli.checkpoint_choices([_WHICH.value])
     with cli.one_line_errors():
         report = _measure(which, eps)
     if _JSON.value:

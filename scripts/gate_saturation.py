@@ -39,13 +39,7 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if _WINDOWS.value < 1:
         cli.fail("--windows must be >= 1")
-    which = []
-    for w in _WHICH.value:
-        if w not in ("latest", "best") and not w.isdigit():
-            cli.fail(f"--which takes latest, best or step numbers, not {w!r}")
-        which.append(w if w in ("latest", "best") else int(w))
-    if not which:
-        cli.fail("--which needs at least one checkpoint")
+    which = cli.checkpoint_choices(_WHICH.value)
     with cli.one_line_errors():
         report = [row for workdir in _WORKDIRS.value for row in _measure(workdir, which)]
     if _JSON.value:

@@ -20,7 +20,7 @@ from absl import flags  # noqa: E402
 from lstm import cli  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.", required=True)
-_WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to sample from.")
+_WHICH = flags.DEFINE_string("which", "best", "Checkpoint to sample from: best, latest or a step.")
 _SEED_TEXT = flags.DEFINE_string(
     "seed_text", None, "Text to continue; '-' reads standard input (one trailing newline dropped); "
     "unset or empty: a random window of the training corpus.")
@@ -66,13 +66,14 @@ def main(argv):
 
 def _generate():
     from lstm import sample  # after flag parsing: --help stays fast
+    which, = cli.checkpoint_choices([_WHICH.value])
     settings = dict(temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
     sample.check_settings(_LENGTH.value, num_samples=_NUM_SAMPLES.value, **settings)
     seed_text = _SEED_TEXT.value
     if seed_text == "-":
         seed_text = sys.stdin.read()
         seed_text = seed_text[:-1] if seed_text.endswith("\n") else seed_text
-    generator = sample.Generator.from_workdir(_WORKDIR.value, _WHICH.value)
+    generator = sample.Generator.from_workdir(_WORKDIR.value, which)
     if not seed_text:
         seed_text = corpus_window(generator.config, _RNG.value)
     seed, _ = generator.prepare_seed(seed_text, _UNKNOWN.value)
@@ -82,7 +83,7 @@ def _generate():
         text = generator.generate(seed_text, **arguments)
         timings = generator.timings  # chars/s of the generation itself, compile time apart
         print(json.dumps({"seed": seed, "text": text, "settings": arguments, "workdir": _WORKDIR.value,
-                          "which": _WHICH.value, "chars_per_s": round(timings["chars_per_s"], 1),
+                          "which": which, "chars_per_s": round(timings["chars_per_s"], 1),
                           "compile_s": round(timings["compile_s"], 3)}, ensure_ascii=False))
     elif _NUM_SAMPLES.value == 1:
         sys.stdout.write(seed)

@@ -4,6 +4,12 @@ target character, and prints a table (or --json): count, mean loss and share of 
     python scripts/loss_by_character.py --workdir=runs/small --windows=20000
     python scripts/loss_by_character.py --workdir=runs/small_val --split=val --json
 
+Several checkpoints (--workdir=a,b and/or --which=1128,2256,best) are scored on the same windows
+and set side by side: per character, its part of each checkpoint's mean loss (its summed loss
+over all windows), largest spread first, so the rows say where two means part:
+
+    python scripts/loss_by_character.py --workdir=runs/seed0,runs/seed1 --which=4512 --rows=10
+
 The text is the corpus the run's config names, cleaned as it was for training, and it must
 give the vocabulary stored with the checkpoints. Windows are evenly spaced, stride 1.
 """
@@ -17,11 +23,11 @@ from absl import flags  # noqa: E402
 
 from lstm import cli  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.", required=True)
-_WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+_WORKDIRS = flags.DEFINE_list("workdir", None, "Training workdirs holding checkpoints/.", required=True)
+_WHICH = flags.DEFINE_list("which", ["best"], "Checkpoints of each workdir: best, latest or steps.")
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "val"], "Which part of the corpus to score.")
 _WINDOWS = flags.DEFINE_integer("windows", 20_000, "Evenly spaced windows to score (at most).")
-_ROWS = flags.DEFINE_integer("rows", 0, "Print only the N characters with the largest share (0: all).")
+_ROWS = flags.DEFINE_integer("rows", 0, "Print only the first N characters (0: all).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 
@@ -30,28 +36,63 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if _WINDOWS.value < 1 or _ROWS.value < 0:
         cli.fail("--windows must be >= 1 and --rows >= 0")
+    if not _WORKDIRS.value:
+        cli.fail("--workdir needs at least one workdir")
+    which = cli.checkpoint_choices(_WHICH.value)
     with cli.one_line_errors():
-        report = _evaluate()
+        scored = [_score(workdir, w) for workdir in _WORKDIRS.value for w in which]
+        report = _single(scored[0]) if len(scored) == 1 else _comparison(scored)
     if _JSON.value:
         print(json.dumps(report, ensure_ascii=False, indent=1))
         return
     from lstm.bench import text_table
     rows = report["characters"][:_ROWS.value or None]
-    lines = [[repr(r["character"]), f"{r['count']:,}", f"{r['mean_loss']:.4f}", f"{100 * r['share']:.2f}%"]
-             for r in rows]
-    title = (f"{report['workdir']} ({report['which']}), {report['split']} split: "
-             f"{report['windows']:,} windows, mean loss {report['mean_loss']:.4f} nats")
-    print(text_table(title, ["target", "count", "mean loss", "share"], lines, left={0}))
+    if len(scored) == 1:
+        lines = [[repr(r["character"]), f"{r['count']:,}", f"{r['mean_loss']:.4f}", f"{100 * r['share']:.2f}%"]
+                 for r in rows]
+        title = (f"{report['workdir']} ({report['which']}), {report['split']} split: "
+                 f"{report['windows']:,} windows, mean loss {report['mean_loss']:.4f} nats")
+        print(text_table(title, ["target", "count", "mean loss", "share"], lines, left={0}))
+        return
+    labels = [f"{c['workdir']}@{c['step']}" for c in report["checkpoints"]]
+    lines = [[repr(r["character"]), f"{r['count']:,}", *(f"{p:.4f}" for p in r["part"])] for r in rows]
+    lines.append(["all", f"{report['windows']:,}", *(f"{c['mean_loss']:.4f}" for c in report["checkpoints"])])
+    title = (f"each target's part of the mean loss (nats), {report['split']} split, "
+             f"{report['windows']:,} windows; largest spread first")
+    print(text_table(title, ["target", "count", *labels], lines, left={0}))
 
 
-def _evaluate() -> dict:
+def _score(workdir, which):
+    """(workdir, step, vocab, losses, targets) for one checkpoint."""
+    from flax import nnx
     from lstm import char_loss, train
-    model, vocab, config = train.load_model(_WORKDIR.value, _WHICH.value)
+    graphdef, state, vocab, config, step = train.load_state(workdir, which)
     ids = cli.run_text_ids(config, vocab, _SPLIT.value)
-    losses, targets = char_loss.window_losses(model, ids, config.data.seq_len, _WINDOWS.value)
+    losses, targets = char_loss.window_losses(nnx.merge(graphdef, state.params), ids,
+                                              config.data.seq_len, _WINDOWS.value)
+    return workdir, step, vocab, losses, targets
+
+
+def _single(scored) -> dict:
+    from lstm import char_loss
+    workdir, step, vocab, losses, targets = scored
     rows = char_loss.by_character(losses, targets, vocab)
-    return {"workdir": _WORKDIR.value, "which": _WHICH.value, "split": _SPLIT.value,
+    which = _WHICH.value[0] if _WHICH.value[0] in ("best", "latest") else step
+    return {"workdir": workdir, "which": which, "step": step, "split": _SPLIT.value,
             "windows": int(len(losses)), "mean_loss": float(losses.mean()),
+            "characters": [row._asdict() for row in rows]}
+
+
+def _comparison(scored) -> dict:
+    from lstm import char_loss, data
+    vocab = scored[0][2]
+    for workdir, _, other, _, _ in scored[1:]:
+        if other != vocab:
+            raise data.DataError(f"{workdir} has another vocabulary than {scored[0][0]}: compare runs of one text")
+    rows = char_loss.compare([(losses, targets) for *_, losses, targets in scored], vocab)
+    return {"split": _SPLIT.value, "windows": int(len(scored[0][3])),
+            "checkpoints": [{"workdir": workdir, "step": step, "mean_loss": float(losses.mean())}
+                            for workdir, step, _, losses, _ in scored],
             "characters": [row._asdict() for row in rows]}
 
 

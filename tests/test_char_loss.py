@@ -64,6 +64,27 @@ def test_by_character_groups_like_a_python_loop():
     assert sum(row.share for row in rows) == pytest.approx(1.0)
 
 
+def test_compare_splits_each_mean_by_character_like_a_python_loop():
+    vocab = data.Vocab.from_text("abcd")
+    rng = np.random.default_rng(3)
+    targets = rng.choice([0, 2, 3], size=300)  # "b" never occurs
+    runs = [(rng.uniform(0, 4, size=300), targets) for _ in range(3)]
+    rows = char_loss.compare(runs, vocab)
+    assert {row.character for row in rows} == {"a", "c", "d"}
+    for row in rows:
+        mask = targets == vocab.chars.index(row.character)
+        assert row.count == mask.sum()
+        for r, (losses, _) in enumerate(runs):
+            assert row.mean_loss[r] == pytest.approx(losses[mask].mean())
+            assert row.part[r] == pytest.approx(losses[mask].sum() / 300)
+    for r, (losses, _) in enumerate(runs):  # the parts add up to each run's mean
+        assert sum(row.part[r] for row in rows) == pytest.approx(losses.mean())
+    spreads = [max(row.part) - min(row.part) for row in rows]
+    assert spreads == sorted(spreads, reverse=True)
+    with pytest.raises(data.DataError, match="same windows"):
+        char_loss.compare([runs[0], (runs[1][0], np.roll(targets, 1))], vocab)
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, corpus_path):
     from configs import tiny
@@ -74,6 +95,8 @@ def workdir(tmp_path_factory, corpus_path):
     config.data.val_fraction = 0.0
     config.checkpoint.monitor = "train_loss"
     config.train.max_steps = 4
+    config.checkpoint.every_steps = 2  # steps 2 and 4 kept, for --which=2,latest
+    config.checkpoint.keep_best = 3
     config.eval.max_windows = 16
     train.train_and_evaluate(config, root / "run")
     return root / "run"
@@ -97,3 +120,27 @@ def test_script_table_json_and_bad_input(workdir):
     assert len(table.stdout.strip().splitlines()) == 3 + 3  # title, header, rule, 3 rows
     no_val = run_script(f"--workdir={workdir}", "--split=val")
     assert no_val.returncode == 1 and no_val.stderr.count("\n") == 1 and "held nothing out" in no_val.stderr
+
+
+def test_script_compares_checkpoints_against_a_numpy_recount(workdir):
+    done = run_script(f"--workdir={workdir}", "--which=2,latest", "--windows=50", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [c["step"] for c in report["checkpoints"]] == [2, 4] and report["windows"] == 50
+    from lstm import train
+    for index, step in enumerate([2, 4]):
+        model, vocab, config = train.load_model(workdir, step)
+        ids = data.load_corpus(config.data).train
+        losses, targets = reference_losses(model, ids, config.data.seq_len, 50)
+        assert report["checkpoints"][index]["mean_loss"] == pytest.approx(losses.mean(), rel=1e-5)
+        for row in report["characters"]:
+            mask = targets == vocab.chars.index(row["character"])
+            assert row["count"] == mask.sum()
+            assert row["part"][index] == pytest.approx(losses[mask].sum() / 50, rel=1e-4, abs=1e-6)
+    table = run_script(f"--workdir={workdir}", "--which=2,4", "--windows=50", "--rows=2")
+    assert table.returncode == 0 and f"{workdir}@2" in table.stdout and f"{workdir}@4" in table.stdout
+    assert len(table.stdout.strip().splitlines()) == 3 + 2 + 1  # title, header, rule, 2 rows, all
+    for args, message in [(("--which=first",), "--which takes latest, best"),
+                          (("--which=3",), "no checkpoint for step 3")]:
+        bad = run_script(f"--workdir={workdir}", *args)
+        assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr

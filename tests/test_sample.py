@@ -303,6 +303,8 @@ def test_cli_streams_reads_stdin_and_writes_json(workdir):
     window = run_cli(f"--workdir={run_dir}", "--length=10", "--json", "--rng=3")
     assert window.returncode == 0, window.stderr
     assert len(json.loads(window.stdout)["seed"]) == config.data.seq_len  # a window of the corpus
+    earlier = run_cli(f"--workdir={run_dir}", "--which=6", "--seed_text=alice", "--length=5", "--json")
+    assert earlier.returncode == 0 and json.loads(earlier.stdout)["which"] == 6, earlier.stderr
 
 
 @pytest.mark.parametrize("args,message", [
@@ -314,6 +316,8 @@ def test_cli_streams_reads_stdin_and_writes_json(workdir):
     (["--workdir={run}", "--top_p=0"], "top_p"),
     (["--workdir={run}", "--top_p=1.5"], "top_p"),
     (["--workdir={run}", "--seed_text=alice ✓"], "'✓'"),
+    (["--workdir={run}", "--which=first"], "--which takes latest, best"),
+    (["--workdir={run}", "--which=7"], "no checkpoint for step 7"),
     (["--length=10"], "workdir"),
 ])
 def test_cli_bad_input_gets_one_line_and_a_nonzero_exit(workdir, tmp_path, args, message):
