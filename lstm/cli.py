@@ -53,17 +53,17 @@ def run(main) -> None:
     main(argv)
 
 
-def checkpoint_choices(values, flag: str = "--which") -> list:
+def checkpoint_choices(values) -> list:
     """A --which flag's values as load_state takes them: "latest", "best" or step numbers
     (ints), in the order given; anything else, or no value at all, exits with one line."""
     choices = []
     for value in values:
         value = value.strip()
         if value not in ("latest", "best") and not value.isdigit():
-            fail(f"{flag} takes latest, best or step numbers, not {value!r}")
+            fail(f"--which takes latest, best or step numbers, not {value!r}")
         choices.append(value if value in ("latest", "best") else int(value))
     if not choices:
-        fail(f"{flag} needs at least one checkpoint")
+        fail("--which needs at least one checkpoint")
     return choices
 
 

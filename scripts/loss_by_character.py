@@ -40,7 +40,7 @@ def main(argv):
         cli.fail("--workdir needs at least one workdir")
     which = cli.checkpoint_choices(_WHICH.value)
     with cli.one_line_errors():
-        scored = [_score(workdir, w) for workdir in _WORKDIRS.value for w in which]
+        scored = [score for workdir in _WORKDIRS.value for score in _score(workdir, which)]
         report = _single(scored[0]) if len(scored) == 1 else _comparison(scored)
     if _JSON.value:
         print(json.dumps(report, ensure_ascii=False, indent=1))
@@ -62,37 +62,41 @@ def main(argv):
     print(text_table(title, ["target", "count", *labels], lines, left={0}))
 
 
-def _score(workdir, which):
-    """(workdir, step, vocab, losses, targets) for one checkpoint."""
+def _score(workdir, which) -> list[dict]:
+    """Per checkpoint of `workdir` in `which`: its choice, step, vocab, losses and targets."""
     from flax import nnx
     from lstm import char_loss, train
-    graphdef, state, vocab, config, step = train.load_state(workdir, which)
-    ids = cli.run_text_ids(config, vocab, _SPLIT.value)
-    losses, targets = char_loss.window_losses(nnx.merge(graphdef, state.params), ids,
-                                              config.data.seq_len, _WINDOWS.value)
-    return workdir, step, vocab, losses, targets
+    scores, ids = [], None
+    for choice in which:
+        graphdef, state, vocab, config, step = train.load_state(workdir, choice)
+        if ids is None:  # every checkpoint of a run reads the same text
+            ids = cli.run_text_ids(config, vocab, _SPLIT.value)
+        losses, targets = char_loss.window_losses(nnx.merge(graphdef, state.params), ids,
+                                                  config.data.seq_len, _WINDOWS.value)
+        scores.append({"workdir": workdir, "which": choice, "step": step, "vocab": vocab,
+                       "losses": losses, "targets": targets})
+    return scores
 
 
-def _single(scored) -> dict:
+def _single(score) -> dict:
     from lstm import char_loss
-    workdir, step, vocab, losses, targets = scored
-    rows = char_loss.by_character(losses, targets, vocab)
-    which = _WHICH.value[0] if _WHICH.value[0] in ("best", "latest") else step
-    return {"workdir": workdir, "which": which, "step": step, "split": _SPLIT.value,
-            "windows": int(len(losses)), "mean_loss": float(losses.mean()),
-            "characters": [row._asdict() for row in rows]}
+    rows = char_loss.by_character(score["losses"], score["targets"], score["vocab"])
+    return {"workdir": score["workdir"], "which": score["which"], "step": score["step"],
+            "split": _SPLIT.value, "windows": int(len(score["losses"])),
+            "mean_loss": float(score["losses"].mean()), "characters": [row._asdict() for row in rows]}
 
 
 def _comparison(scored) -> dict:
     from lstm import char_loss, data
-    vocab = scored[0][2]
-    for workdir, _, other, _, _ in scored[1:]:
-        if other != vocab:
-            raise data.DataError(f"{workdir} has another vocabulary than {scored[0][0]}: compare runs of one text")
-    rows = char_loss.compare([(losses, targets) for *_, losses, targets in scored], vocab)
-    return {"split": _SPLIT.value, "windows": int(len(scored[0][3])),
-            "checkpoints": [{"workdir": workdir, "step": step, "mean_loss": float(losses.mean())}
-                            for workdir, step, _, losses, _ in scored],
+    first = scored[0]
+    for score in scored[1:]:
+        if score["vocab"] != first["vocab"]:
+            raise data.DataError(f"{score['workdir']} has another vocabulary than {first['workdir']}: "
+                                 "compare runs of one text")
+    rows = char_loss.compare([(score["losses"], score["targets"]) for score in scored], first["vocab"])
+    return {"split": _SPLIT.value, "windows": int(len(first["losses"])),
+            "checkpoints": [{"workdir": score["workdir"], "step": score["step"],
+                             "mean_loss": float(score["losses"].mean())} for score in scored],
             "characters": [row._asdict() for row in rows]}
 
 
