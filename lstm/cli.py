@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from typing import Any, Iterator, NamedTuple
 
 from absl import flags, logging
 
@@ -72,6 +73,30 @@ def format_summary(summary: dict, workdir) -> str:
     parts = [f"{k}={summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k}={summary[k]}"
              for k in keys if k in summary]
     return f"done ({workdir}): " + " ".join(parts)
+
+
+class TrainedCheckpoint(NamedTuple):
+    choice: Any        # as given to --which: "latest", "best" or a step number
+    step: int
+    model: Any         # the nnx model with the checkpoint's parameters
+    vocab: Any
+    config: Any
+    ids: Any           # the run's `split` text, as token ids
+
+
+def trained_checkpoints(workdir, which, split: str) -> Iterator[TrainedCheckpoint]:
+    """Each checkpoint of `workdir` named in `which`, in order, with the run's `split` text.
+
+    The text is read and checked against the vocabulary once, on the first checkpoint: every
+    checkpoint of one run was trained on the same text."""
+    from flax import nnx
+    from lstm import train
+    ids = None
+    for choice in which:
+        graphdef, state, vocab, config, step = train.load_state(workdir, choice)
+        if ids is None:
+            ids = run_text_ids(config, vocab, split)
+        yield TrainedCheckpoint(choice, step, nnx.merge(graphdef, state.params), vocab, config, ids)
 
 
 def run_text_ids(config, vocab, split: str):

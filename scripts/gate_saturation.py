@@ -56,23 +56,20 @@ def main(argv):
 
 def _measure(workdir, which) -> list[dict]:
     import numpy as np
-    from flax import nnx
-    from lstm import schedules, train
+    from lstm import schedules
     rows, windows = [], None
-    for w in which:
-        graphdef, state, vocab, config, step = train.load_state(workdir, w)
+    for checkpoint in cli.trained_checkpoints(workdir, which, _SPLIT.value):
         if windows is None:  # every checkpoint of a run reads the same windows
-            ids = cli.run_text_ids(config, vocab, _SPLIT.value)
-            seq_len = config.data.seq_len
-            starts = schedules.tutorial_eval_starts(len(ids), seq_len, _WINDOWS.value)
-            windows = np.asarray(ids)[starts[:, None] + np.arange(seq_len)]
-        counts = _count(nnx.merge(graphdef, state.params), windows)
+            seq_len = checkpoint.config.data.seq_len
+            starts = schedules.tutorial_eval_starts(len(checkpoint.ids), seq_len, _WINDOWS.value)
+            windows = np.asarray(checkpoint.ids)[starts[:, None] + np.arange(seq_len)]
+        counts = _count(checkpoint.model, windows)
         for layer, (units, layer_counts) in enumerate(counts, start=1):
             for gate in GATES:
                 fractions = {k: n / (windows.size * units) for k, n in layer_counts[gate].items()
                              if not k.startswith("stuck")}
                 stuck = {k: int(n.sum()) for k, n in layer_counts[gate].items() if k.startswith("stuck")}
-                rows.append({"workdir": workdir, "step": step, "layer": layer, "gate": gate,
+                rows.append({"workdir": workdir, "step": checkpoint.step, "layer": layer, "gate": gate,
                              "windows": len(windows), "units": units, **fractions, **stuck})
     return rows
 

@@ -64,17 +64,13 @@ def main(argv):
 
 def _score(workdir, which) -> list[dict]:
     """Per checkpoint of `workdir` in `which`: its choice, step, vocab, losses and targets."""
-    from flax import nnx
-    from lstm import char_loss, train
-    scores, ids = [], None
-    for choice in which:
-        graphdef, state, vocab, config, step = train.load_state(workdir, choice)
-        if ids is None:  # every checkpoint of a run reads the same text
-            ids = cli.run_text_ids(config, vocab, _SPLIT.value)
-        losses, targets = char_loss.window_losses(nnx.merge(graphdef, state.params), ids,
-                                                  config.data.seq_len, _WINDOWS.value)
-        scores.append({"workdir": workdir, "which": choice, "step": step, "vocab": vocab,
-                       "losses": losses, "targets": targets})
+    from lstm import char_loss
+    scores = []
+    for checkpoint in cli.trained_checkpoints(workdir, which, _SPLIT.value):
+        losses, targets = char_loss.window_losses(checkpoint.model, checkpoint.ids,
+                                                  checkpoint.config.data.seq_len, _WINDOWS.value)
+        scores.append({"workdir": workdir, "which": checkpoint.choice, "step": checkpoint.step,
+                       "vocab": checkpoint.vocab, "losses": losses, "targets": targets})
     return scores
 
 
