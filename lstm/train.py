@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, optim, sample, schedules
+from lstm import checkpoint, data, distributed, optim, provenance, sample, schedules
 from lstm.cell import GATE_ACTIVATIONS
 from lstm.logger import MetricLogger
 from lstm.model import ENCODINGS, CharLSTM
@@ -282,6 +282,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
     pending, last_checked, summary = [], step, {}
     started = time.time()
+    # Each (re)start records what it runs on: a seed fixes the numbers only for a given CPU,
+    # core count and build (lstm/provenance.py).
+    logger.write({"event": provenance.EVENT, "step": step, "environment": provenance.environment(),
+                  "elapsed_s": time.time() - started})
 
     def check_finite():
         """Pulls the pending metrics off the device (log points only) and stops on NaN/inf."""

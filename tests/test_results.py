@@ -79,6 +79,15 @@ def test_resume_is_found_even_when_elapsed_does_not_go_down():
     assert results.training_time(records) == (pytest.approx(100.0 + 150.0 + 10.0), 2)
 
 
+def test_environment_records_start_their_process_without_adding_the_downtime():
+    # train.py writes one at every (re)start, at the step it starts from, elapsed ~0
+    def environment(step, wall):
+        return {"wall_time": wall, "event": "environment", "step": step, "environment": {}, "elapsed_s": 0.0}
+    records = [environment(0, 990.0), train(10, 1000.0, 10.0), environment(10, 9000.0),
+               train(20, 9030.0, 30.0)]
+    assert results.training_time(records) == (pytest.approx(10.0 + 30.0), 2)
+
+
 def test_backwards_wall_time_or_step_starts_a_lifetime_without_elapsed():
     records = [{"wall_time": 500.0, "step": 1}, {"wall_time": 510.0, "step": 2},
                {"wall_time": 100.0, "step": 3}, {"wall_time": 120.0, "step": 4},  # clock back
