@@ -47,8 +47,13 @@ def _describe(environment: dict) -> str:
     cpu = environment.get("cpu", {})
     return (f"{cpu.get('model', '?')} (family {cpu.get('family', '?')}, model {cpu.get('model_number', '?')}; "
             f"{' '.join(cpu.get('vector_extensions', [])) or 'no listed extensions'}; "
-            f"{cpu.get('cores_usable', '?')} cores usable), {environment.get('devices', '?')} "
-            f"{environment.get('backend', '?')} device(s), jax {environment.get('jax', '?')}")
+            f"{_count(cpu.get('cores_usable'), 'core')} usable), "
+            f"{_count(environment.get('devices'), environment.get('backend', '?') + ' device')}, "
+            f"jax {environment.get('jax', '?')}")
+
+
+def _count(number, noun: str) -> str:
+    return f"{'?' if number is None else number} {noun}{'' if number == 1 else 's'}"
 
 
 def _report(comparison, environments) -> str:
