@@ -7,8 +7,6 @@ is the one least disturbed by others, and the compile time is reported on its ow
 from __future__ import annotations
 
 import importlib
-import os
-import platform
 import time
 
 import jax
@@ -16,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm import data, sample
+from lstm import data, provenance, sample
 from lstm.model import CharLSTM
 
 # The tutorial's bigger model on Alice: 45 symbols, LSTM(256) → LSTM(256) → Dense.
@@ -25,20 +23,13 @@ BIGGER_HIDDEN = (256, 256)
 
 
 def machine() -> str:
-    """One line naming the device the numbers were taken on."""
+    """One line naming the device the numbers were taken on; on a CPU, the cores this process
+    may use (what `taskset` leaves it), not the machine's count."""
     device = jax.devices()[0]
     if device.platform == "cpu":
-        model = _cpu_model() or platform.processor() or platform.machine()
-        return f"{model}, {os.cpu_count()} cores (jax {jax.__version__}, CPU)"
+        cpu = provenance.cpu()
+        return f"{cpu['model']}, {cpu['cores_usable']} cores (jax {jax.__version__}, CPU)"
     return f"{device.device_kind} (jax {jax.__version__}, {device.platform.upper()})"
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), None)
-    except OSError:
-        return None
 
 
 def _best_seconds(run, repeats: int) -> float:

@@ -38,19 +38,20 @@ _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100, "sample: character
 
 
 def sample_section():
-    from lstm import bench, sample
+    from lstm import bench, provenance, sample
     unroll = _UNROLL.value or sample.DEFAULT_UNROLL
     rows = bench.sampling_rows(length=_LENGTH.value, batch_sizes=[int(b) for b in _BATCH_SIZES.value],
                                encodings=_ENCODINGS.value, temperature=_TEMPERATURE.value, unroll=unroll,
                                baseline_chars=_BASELINE_CHARS.value, repeats=_REPEATS.value)
     title = (f"sampling {_LENGTH.value:,} characters per stream, CharLSTM V={bench.BIGGER_VOCAB} "
              f"hidden {bench.BIGGER_HIDDEN}, temperature {_TEMPERATURE.value}\non {bench.machine()}")
-    return {"section": "sample", "machine": bench.machine(), "length": _LENGTH.value,
+    return {"section": "sample", "machine": bench.machine(), "environment": provenance.environment(),
+            "length": _LENGTH.value,
             "temperature": _TEMPERATURE.value, "rows": rows}, bench.format_rows(rows, title)
 
 
 def train_section():
-    from lstm import bench, bench_peers, bench_train
+    from lstm import bench, bench_peers, bench_train, provenance
     unknown = sorted(set(_PEERS.value) - set(bench_peers.PEERS))
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(bench_peers.PEERS)}")
@@ -69,7 +70,8 @@ def train_section():
                                     log=lambda message: print(message, file=sys.stderr, flush=True))
     title = (f"training step (forward + backward + Adam), median of {_ROUNDS.value} interleaved rounds\n"
              f"on {bench.machine()}")
-    return ({"section": "train", "machine": bench.machine(), "rounds": _ROUNDS.value, **result},
+    return ({"section": "train", "machine": bench.machine(), "environment": provenance.environment(),
+             "rounds": _ROUNDS.value, **result},
             bench_train.format_train_rows(result, title))
 
 

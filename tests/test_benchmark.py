@@ -62,6 +62,9 @@ def test_sample_section_smoke():
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert [row["batch"] for row in record["rows"]] == [1, 2, 1]
+    # the machine comes with the numbers, down to the cores this process was allowed
+    assert record["environment"]["cpu"]["cores_usable"] == len(os.sched_getaffinity(0))
+    assert f"{len(os.sched_getaffinity(0))} cores" in record["machine"]
     assert all(row["chars_per_s"] > 0 for row in record["rows"])
 
 
