@@ -1,10 +1,11 @@
 """What a run ran on, and where two runs of one command part.
 
 A seed fixes every number only for a given build of the software on a given CPU and core
-count: XLA's CPU code and its matmul blocking follow the vector extensions and caches it finds,
-and the thread count changes how sums are split. Measured here (docs/results.md,
-"Reproducibility"): the same command pinned to one core on two VMs differed in the last bit of
-the loss from step 100 on. So training writes `environment()` into metrics.jsonl each time a
+count. Measured here (docs/results.md, "Reproducibility"): the same command pinned to one core
+on two VMs differed in the last bit of the loss from step 100 on, and one core against two from
+step 150. Which property of the machine moves the bits is not located (capping XLA's ISA and
+turning off Eigen's threads changed nothing), so the record keeps every candidate: the vector
+extensions and caches that code generation and matmul blocking may follow, and the cores. So training writes `environment()` into metrics.jsonl each time a
 process starts or resumes, and `compare` says where two runs' numbers first differ and by how
 much they drift, epoch by epoch.
 """
@@ -15,7 +16,7 @@ import platform
 from pathlib import Path
 from typing import NamedTuple
 
-# The extensions that change XLA's CPU code generation, and so the order of float sums.
+# The extensions that can change XLA's CPU code generation, and so the order of float sums.
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
                      "avx512_vnni", "amx_tile", "asimd", "sve")
 EVENT = "environment"
