@@ -43,9 +43,10 @@ def sample_section():
     rows = bench.sampling_rows(length=_LENGTH.value, batch_sizes=[int(b) for b in _BATCH_SIZES.value],
                                encodings=_ENCODINGS.value, temperature=_TEMPERATURE.value, unroll=unroll,
                                baseline_chars=_BASELINE_CHARS.value, repeats=_REPEATS.value)
+    machine = bench.machine()
     title = (f"sampling {_LENGTH.value:,} characters per stream, CharLSTM V={bench.BIGGER_VOCAB} "
-             f"hidden {bench.BIGGER_HIDDEN}, temperature {_TEMPERATURE.value}\non {bench.machine()}")
-    return {"section": "sample", "machine": bench.machine(), "environment": provenance.environment(),
+             f"hidden {bench.BIGGER_HIDDEN}, temperature {_TEMPERATURE.value}\non {machine}")
+    return {"section": "sample", "machine": machine, "environment": provenance.environment(),
             "length": _LENGTH.value,
             "temperature": _TEMPERATURE.value, "rows": rows}, bench.format_rows(rows, title)
 
@@ -68,9 +69,10 @@ def train_section():
                                     unrolls=[int(u) for u in _UNROLLS.value],
                                     matmul_dtypes=_MATMUL_DTYPES.value, overrides=overrides,
                                     log=lambda message: print(message, file=sys.stderr, flush=True))
+    machine = bench.machine()
     title = (f"training step (forward + backward + Adam), median of {_ROUNDS.value} interleaved rounds\n"
-             f"on {bench.machine()}")
-    return ({"section": "train", "machine": bench.machine(), "environment": provenance.environment(),
+             f"on {machine}")
+    return ({"section": "train", "machine": machine, "environment": provenance.environment(),
              "rounds": _ROUNDS.value, **result},
             bench_train.format_train_rows(result, title))
 
