@@ -230,13 +230,13 @@ class Checkpointer:
             _write_atomically(self.directory / VOCAB_FILE, vocab_json)
         ocp.multihost.sync_global_processes("lstm_checkpoint_write_meta")  # others may read next
 
-    def check_compatible(self, config, vocab_json: str, keys=("model",), added_options=None) -> None:
+    def check_compatible(self, config, vocab_json: str, keys=("model",), upgrade=None) -> None:
         """Refuses to resume over another model's checkpoints: the vocabulary and the config
         entries under `keys` (dotted paths) must equal those the workdir was started with.
 
-        `added_options` maps dotted names of options added after a run may have been saved to
-        the value that reproduces what such a run did: a config that lacks one counts as
-        having that value, so adding an option does not orphan every older workdir."""
+        `upgrade` turns the saved config dict into today's (lstm.state.upgrade_config_dict:
+        options added since take the value that reproduces what the run did), so adding an
+        option does not orphan every older workdir."""
         if not any((self.directory / name).exists() for name in (CONFIG_FILE, VOCAB_FILE)):
             return  # a fresh workdir
         saved_config, saved_vocab = read_meta(self.workdir)
@@ -248,10 +248,9 @@ class Checkpointer:
             raise CheckpointError(
                 refusal.format(_vocab_difference(json.loads(saved_vocab), json.loads(vocab_json)))
             )
-        added = added_options or {}
-        before, now = (
-            {**added, **_flatten(c)} for c in (saved_config, json.loads(_to_json(config)))
-        )
+        if upgrade is not None:
+            saved_config = upgrade(saved_config)
+        before, now = (_flatten(c) for c in (saved_config, json.loads(_to_json(config))))
         for key in keys:
             for name in sorted(n for n in before.keys() | now.keys() if _under(n, key)):
                 was, is_now = before.get(name, _UNSET), now.get(name, _UNSET)

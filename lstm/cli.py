@@ -22,8 +22,8 @@ def one_line_errors():
 
     Only the library's own error types (all ValueError/RuntimeError subclasses with one-line
     messages) and OS errors are caught; a genuine bug still shows its traceback."""
-    from lstm import checkpoint, data, train
-    expected = (data.DataError, checkpoint.CheckpointError, train.ConfigError, train.TrainingError,
+    from lstm import checkpoint, data, state, train
+    expected = (data.DataError, checkpoint.CheckpointError, state.ConfigError, train.TrainingError,
                 OSError)
     try:
         yield
@@ -52,6 +52,26 @@ def run(main) -> None:
         fail(f"bad config override {' '.join(overrides)}: {detail}" if overrides else f"bad flag: {detail}")
     logging.use_absl_handler()
     main(argv)
+
+
+def load_config_file(path, overrides: dict | None = None):
+    """The `get_config()` of the config file at `path`, with dotted overrides
+    ({"train.batch_size": 4}) applied. Config files import their base as `configs.default`, so
+    the folder above `configs/` must be importable, as the scripts arrange."""
+    import importlib.util
+    path = os.fspath(path)
+    spec = importlib.util.spec_from_file_location(f"_config_{os.path.basename(path)[:-3]}", path)
+    if spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for dotted, value in (overrides or {}).items():
+        node, *path_parts, leaf = [config] + dotted.split(".")
+        for part in path_parts:
+            node = node[part]
+        node[leaf] = value
+    return config
 
 
 def checkpoint_choices(values) -> list:
@@ -90,10 +110,10 @@ def trained_checkpoints(workdir, which, split: str) -> Iterator[TrainedCheckpoin
     The text is read and checked against the vocabulary once, on the first checkpoint: every
     checkpoint of one run was trained on the same text."""
     from flax import nnx
-    from lstm import train
+    from lstm import state as train_state
     ids = None
     for choice in which:
-        graphdef, state, vocab, config, step = train.load_state(workdir, choice)
+        graphdef, state, vocab, config, step = train_state.load_state(workdir, choice)
         if ids is None:
             ids = run_text_ids(config, vocab, split)
         yield TrainedCheckpoint(choice, step, nnx.merge(graphdef, state.params), vocab, config, ids)

@@ -43,6 +43,7 @@ from flax import nnx
 from lstm import data
 from lstm.cell import LSTMState
 from lstm.model import CharLSTM
+from lstm.state import load_model
 
 DEFAULT_CHUNK = 128  # streaming granularity: ~5 ms of work per chunk on CPU, a smooth flow on a terminal
 # Measured on the 2-core CPU (`benchmark.py sample --unroll=N`): 2 is ~6% faster than 1 at
@@ -247,8 +248,7 @@ class Generator:
     @classmethod
     def from_workdir(cls, workdir, which: str | int = "best", **kwargs) -> "Generator":
         """Model, vocabulary and config from a workdir's checkpoints alone (no training text)."""
-        from lstm import train  # here, not at the top, so train.py may import this module
-        model, vocab, config = train.load_model(workdir, which)
+        model, vocab, config = load_model(workdir, which)
         return cls(model, vocab, config, **kwargs)
 
     # -- seed ------------------------------------------------------------------------------------

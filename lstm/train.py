@@ -3,7 +3,7 @@
 The hot path is functional: the NNX model is split once into a static graph definition and
 its parameters, and the jitted step is a pure function of (state, corpus, window starts). The
 corpus sits on the device; a step receives only int32 window starts and gathers its windows
-there (design.md, principle 2). Several optimizer steps can run in one dispatch (a scan over
+there (docs/design.md, "Performance principles"). Several optimizer steps can run in one dispatch (a scan over
 steps), which matters where steps are short.
 """
 from __future__ import annotations
@@ -20,102 +20,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, optim, provenance, sample, schedules
-from lstm.cell import GATE_ACTIVATIONS
+from lstm import checkpoint, data, distributed, environment, sample, schedules
 from lstm.logger import MetricLogger
-from lstm.model import ENCODINGS, CharLSTM
+# The state and the loading of trained runs live in lstm.state; these names stay importable
+# from here, where notebooks and earlier scripts found them.
+from lstm.state import (  # noqa: F401
+    ConfigError, TrainState, build_model, flatten_state, init_train_state, load_model, load_state,
+    unflatten_state, upgrade_config, upgrade_config_dict, validate_config)
 
 LOG2E = math.log2(math.e)
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; str(e) is one line naming the field."""
-
-
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became non-finite); str(e) is one line."""
-
-
-class TrainState(NamedTuple):
-    step: jax.Array  # int32 scalar: optimizer steps taken
-    params: nnx.State
-    opt_state: optax.OptState
-    rng: jax.Array  # raw uint32 key data (Orbax stores plain arrays); dropout keys fold in the step
-    carry: tuple  # `stateful` only: one LSTMState per layer, carried between batches
-    epoch_loss_sum: jax.Array  # running sums for Keras's per-epoch training loss; checkpointed,
-    epoch_weight_sum: jax.Array  # so a resumed epoch reports exactly what an unbroken one would
-
-
-# Options added after runs were already saved, with the value that reproduces what those runs
-# did: a saved config without one still resumes and samples as before.
-ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid",
-                 "train.eps_placement": "optax", "train.cpu_devices": 0}
-
-
-def added_option(config, dotted_name: str):
-    """config.<section>.<name>, or for a saved config that predates it, the ADDED_OPTIONS value."""
-    section, name = dotted_name.split(".")
-    return config[section].get(name, ADDED_OPTIONS[dotted_name])
-
-
-def validate_config(config) -> None:
-    """Checks the values a typo or a bad override would break, with a one-line message each."""
-    d, m, t = config.data, config.model, config.train
-    checks = [
-        (d.objective in ("last", "all", "stateful"), "data.objective must be last, all or stateful"),
-        (m.encoding in ENCODINGS, f"model.encoding must be one of {', '.join(ENCODINGS)}"),
-        (d.seq_len >= 1, "data.seq_len must be >= 1"),
-        (d.stride >= 1, "data.stride must be >= 1"),
-        (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (len(m.hidden_sizes) >= 1 and all(int(h) >= 1 for h in m.hidden_sizes),
-         "model.hidden_sizes must list at least one positive width"),
-        (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
-        (m.unroll >= 1, "model.unroll must be >= 1"),
-        (added_option(config, "model.matmul_dtype") in ("float32", "bfloat16"),
-         "model.matmul_dtype must be float32 or bfloat16"),
-        (added_option(config, "model.gate_activation") in GATE_ACTIVATIONS,
-         f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
-        (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
-        (t.learning_rate > 0, "train.learning_rate must be > 0"),
-        (t.optimizer in ("adam", "adamw"), "train.optimizer must be adam or adamw"),
-        (added_option(config, "train.eps_placement") in optim.EPS_PLACEMENTS,
-         f"train.eps_placement must be one of {', '.join(optim.EPS_PLACEMENTS)}"),
-        (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
-        (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
-        (added_option(config, "train.cpu_devices") >= 0, "train.cpu_devices must be >= 0"),
-        (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
-        (config.checkpoint.monitor in ("val_loss", "train_loss"),
-         "checkpoint.monitor must be val_loss or train_loss"),
-        (config.checkpoint.monitor == "train_loss" or d.val_fraction > 0,
-         "checkpoint.monitor=val_loss needs data.val_fraction > 0 (or monitor train_loss)"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-
-
-def build_model(config, vocab_size: int) -> CharLSTM:
-    m = config.model
-    matmul_dtype = added_option(config, "model.matmul_dtype")
-    return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
-                    embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
-                    unroll=m.unroll, rngs=nnx.Rngs(config.seed),
-                    matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
-                    gate_activation=added_option(config, "model.gate_activation"))
-
-
-def init_train_state(config, vocab_size: int, total_steps: int = 1):
-    """A fresh model and train state: (graphdef, optimizer, state)."""
-    model = build_model(config, vocab_size)
-    graphdef, params = nnx.split(model)
-    optimizer = optim.make_optimizer(config.train, total_steps, added_option(config, "train.eps_placement"))
-    carry = model.initial_state(config.train.batch_size) if config.data.objective == "stateful" else ()
-    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))  # 0 went to init
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                       rng=rng, carry=carry, epoch_loss_sum=jnp.zeros((), jnp.float32),
-                       epoch_weight_sum=jnp.zeros((), jnp.float32))
-    return graphdef, optimizer, state
 
 
 def place_state(state: TrainState, mesh) -> TrainState:
@@ -124,19 +41,6 @@ def place_state(state: TrainState, mesh) -> TrainState:
     carry = jax.tree.map(
         lambda x: distributed.global_array(np.asarray(x), distributed.batch_sharding(mesh)), state.carry)
     return distributed.put_replicated(state._replace(carry=()), mesh)._replace(carry=carry)
-
-
-def flatten_state(state) -> dict:
-    """The train state as a flat {"path": array} dict for Orbax: path names stay readable in
-    mismatch messages, and structural nodes that hold no array (optax's EmptyState, the empty
-    carry of non-stateful runs) need no special handling on disk."""
-    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
-    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
-
-
-def unflatten_state(flat: dict, like):
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-    return jax.tree.unflatten(treedef, [flat[jax.tree_util.keystr(path)] for path, _ in leaves])
 
 
 def sequence_loss(logits, targets, weights, objective):
@@ -236,9 +140,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     Returns the last epoch/eval summary. Raises DataError, CheckpointError, ConfigError or
     TrainingError with one-line messages for problems the user can fix.
     """
+    config = upgrade_config(config)
     validate_config(config)
     try:  # both must precede any use of a JAX backend
-        distributed.split_cpu(added_option(config, "train.cpu_devices"))
+        distributed.split_cpu(config.train.cpu_devices)
     except RuntimeError as error:
         raise ConfigError(f"train.cpu_devices: {error}") from None
     distributed.initialize()
@@ -259,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     state = place_state(state, mesh)
 
     saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best, best_mode="min")
-    saver.check_compatible(config.to_dict(), vocab.to_json(), added_options=ADDED_OPTIONS)
+    saver.check_compatible(config.to_dict(), vocab.to_json(), upgrade=upgrade_config_dict)
     step = 0
     if saver.latest_step() is not None:
         step, flat, _ = saver.restore(flatten_state(state), which="latest")
@@ -283,8 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     pending, last_checked, summary = [], step, {}
     started = time.time()
     # Each (re)start records what it runs on: a seed fixes the numbers only for a given CPU,
-    # core count and build (lstm/provenance.py).
-    logger.write({"event": provenance.EVENT, "step": step, "environment": provenance.environment(),
+    # core count and build (lstm/environment.py).
+    logger.write({"event": environment.EVENT, "step": step, "environment": environment.environment(),
                   "elapsed_s": time.time() - started})
 
     def check_finite():
@@ -370,25 +275,3 @@ def passed_multiple(every: int, step: int, count: int) -> bool:
     """Whether the last `count` steps, ending at `step`, crossed a multiple of `every` (0: never).
     A dispatch of several steps can jump over the multiple itself."""
     return every > 0 and step // every > (step - count) // every
-
-
-def load_state(workdir, which: str | int = "best"):
-    """(graphdef, train state, vocab, config, step) from a workdir's checkpoints alone."""
-    config_dict, vocab_json = checkpoint.read_meta(workdir)
-    config = ml_collections.ConfigDict(config_dict)
-    vocab = data.Vocab.from_json(vocab_json)
-    graphdef, _, target = init_train_state(config, len(vocab))
-    saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best)
-    try:
-        if which == "best" and saver.best_step() is None:
-            which = "latest"  # a run with no monitored metric yet: latest is the best we have
-        step, flat, _ = saver.restore(flatten_state(target), which=which)
-    finally:
-        saver.close()
-    return graphdef, unflatten_state(flat, target), vocab, config, step
-
-
-def load_model(workdir, which: str | int = "best"):
-    """Rebuilds (model, vocab, config) from a workdir's checkpoints alone, for sampling."""
-    graphdef, state, vocab, config, _ = load_state(workdir, which)
-    return nnx.merge(graphdef, state.params), vocab, config

@@ -12,7 +12,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+sys.path.insert(0, ROOT)  # config files import their base as `configs.default`
 
 from absl import flags  # noqa: E402
 
@@ -38,41 +40,46 @@ _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100, "sample: character
 
 
 def sample_section():
-    from lstm import bench, provenance, sample
+    from lstm import environment, sample
+    from lstm.bench import sampling as bench
     unroll = _UNROLL.value or sample.DEFAULT_UNROLL
     rows = bench.sampling_rows(length=_LENGTH.value, batch_sizes=[int(b) for b in _BATCH_SIZES.value],
                                encodings=_ENCODINGS.value, temperature=_TEMPERATURE.value, unroll=unroll,
                                baseline_chars=_BASELINE_CHARS.value, repeats=_REPEATS.value)
-    machine = bench.machine()
+    machine = environment.describe_machine()
     title = (f"sampling {_LENGTH.value:,} characters per stream, CharLSTM V={bench.BIGGER_VOCAB} "
              f"hidden {bench.BIGGER_HIDDEN}, temperature {_TEMPERATURE.value}\non {machine}")
-    return {"section": "sample", "machine": machine, "environment": provenance.environment(),
+    return {"section": "sample", "machine": machine, "environment": environment.environment(),
             "length": _LENGTH.value,
             "temperature": _TEMPERATURE.value, "rows": rows}, bench.format_rows(rows, title)
 
 
 def train_section():
-    from lstm import bench, bench_peers, bench_train, provenance
+    from lstm import environment
+    from lstm.bench import peers as bench_peers, train_step as bench_train
     unknown = sorted(set(_PEERS.value) - set(bench_peers.PEERS))
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(bench_peers.PEERS)}")
-    for name in _SHAPES.value:
-        bench_train.load_config(name)  # an unknown shape fails here, before anything is timed
+    shapes = sorted(set(_SHAPES.value) - set(bench_train.CONFIG_VOCAB))
+    if shapes:  # before anything is timed
+        raise ValueError(f"unknown shape {shapes[0]!r}; choose from {', '.join(bench_train.CONFIG_VOCAB)}")
     overrides = {key: value for key, value in (("train.batch_size", _BATCH.value),
                                                ("data.seq_len", _SEQ_LEN.value)) if value is not None}
     if any(value < 1 for value in overrides.values()) or _ROUNDS.value < 1:
         raise ValueError("--batch, --seq_len and --rounds must be >= 1")
+    configs = {name: cli.load_config_file(os.path.join(CONFIGS, f"{name}.py"), overrides)
+               for name in _SHAPES.value}
     bad_dtypes = sorted(set(_MATMUL_DTYPES.value) - {"float32", "bfloat16"})
     if bad_dtypes:
         raise ValueError(f"unknown --matmul_dtypes value {bad_dtypes[0]!r}; choose float32 or bfloat16")
-    result = bench_train.train_rows(_SHAPES.value, _PEERS.value, rounds=_ROUNDS.value,
+    result = bench_train.train_rows(configs, _PEERS.value, rounds=_ROUNDS.value,
                                     unrolls=[int(u) for u in _UNROLLS.value],
-                                    matmul_dtypes=_MATMUL_DTYPES.value, overrides=overrides,
+                                    matmul_dtypes=_MATMUL_DTYPES.value,
                                     log=lambda message: print(message, file=sys.stderr, flush=True))
-    machine = bench.machine()
+    machine = environment.describe_machine()
     title = (f"training step (forward + backward + Adam), median of {_ROUNDS.value} interleaved rounds\n"
              f"on {machine}")
-    return ({"section": "train", "machine": machine, "environment": provenance.environment(),
+    return ({"section": "train", "machine": machine, "environment": environment.environment(),
              "rounds": _ROUNDS.value, **result},
             bench_train.format_train_rows(result, title))
 

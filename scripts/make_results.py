@@ -88,7 +88,7 @@ def main(argv):
         cli.fail("--runs is empty: name at least one workdir, e.g. --runs=runs/small")
     if _SAMPLES.value < 0:
         cli.fail("--samples must be >= 0")
-    from lstm import results
+    from lstm.analysis import results
     labels = [os.path.basename(os.path.normpath(w)) for w in _RUNS.value]
     if len(set(labels)) < len(labels):
         labels = list(_RUNS.value)  # two runs/*/small: only the paths tell them apart

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from lstm import bench_peers
-from lstm.bench_peers import PEERS, PeerUnavailable, TrainShape, make_batch, make_peer_step
+from lstm.bench import peers as bench_peers
+from lstm.bench.peers import PEERS, PeerUnavailable, TrainShape, make_batch, make_peer_step
 
 TINY = TrainShape("tiny", batch=4, seq_len=8, vocab=7, hidden_sizes=(16, 16), encoding="scaled",
                   embed_dim=8, objective="last", dropout=0.0)

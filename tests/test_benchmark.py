@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lstm import bench_train
-from lstm.bench_peers import TrainShape
+from lstm.bench import train_step as bench_train
+from lstm.bench.peers import TrainShape
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,11 @@ import pytest
 from flax import nnx
 
 import lstm
-from lstm import char_loss, data, schedules
+from lstm import data, schedules
+from lstm.analysis import char_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "loss_by_character.py"
+SCRIPT = ROOT / "scripts" / "research" / "loss_by_character.py"
 
 
 def reference_losses(model, ids, seq_len, max_windows):

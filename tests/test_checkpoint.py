@@ -226,17 +226,17 @@ def test_an_option_added_later_resumes_runs_saved_without_it(tmp_path):
     value that reproduces them, and any other value is still refused."""
     saved = {"model": {"hidden_sizes": (256,)}}
     vocab = json.dumps({"chars": list("\n !abc")})
-    added = {"model.matmul_dtype": "float32"}
+    upgrade = lambda config: {**config, "model": {"matmul_dtype": "float32", **config["model"]}}
     with Checkpointer(tmp_path) as ckpt:
         ckpt.write_meta(config=saved, vocab_json=vocab)
         now = {"model": {"hidden_sizes": (256,), "matmul_dtype": "float32"}}
         with pytest.raises(CheckpointError, match="model.matmul_dtype was unset, now 'float32'"):
-            ckpt.check_compatible(now, vocab)  # without the table, absent is a difference
-        ckpt.check_compatible(now, vocab, added_options=added)
-        ckpt.check_compatible(saved, vocab, added_options=added)
+            ckpt.check_compatible(now, vocab)  # without the upgrade, absent is a difference
+        ckpt.check_compatible(now, vocab, upgrade=upgrade)
+        ckpt.check_compatible(upgrade(saved), vocab, upgrade=upgrade)
         bfloat16 = {"model": {"hidden_sizes": (256,), "matmul_dtype": "bfloat16"}}
         with pytest.raises(CheckpointError, match="model.matmul_dtype was 'float32', now 'bfloat16'"):
-            ckpt.check_compatible(bfloat16, vocab, added_options=added)
+            ckpt.check_compatible(bfloat16, vocab, upgrade=upgrade)
 
 
 def test_missing_meta_names_the_file(tmp_path):

@@ -1,4 +1,4 @@
-"""scripts/gate_saturation.py against a second path: the checkpoint's model recomputed layer by
+"""scripts/research/gate_saturation.py against a second path: the checkpoint's model recomputed layer by
 layer in float64 NumPy (tests/numpy_reference.py), and its gates counted there."""
 import json
 import subprocess
@@ -12,7 +12,7 @@ from lstm import data, schedules, train
 from tests.test_model import reference_forward
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "gate_saturation.py"
+SCRIPT = ROOT / "scripts" / "research" / "gate_saturation.py"
 WINDOWS = 40
 H = 64  # configs/tiny.py's units per layer
 

@@ -123,8 +123,9 @@ def test_config_names_a_bad_placement_and_defaults_old_configs_to_optax():
     with pytest.raises(train.ConfigError, match="train.eps_placement must be one of optax, keras"):
         train.validate_config(config)
     del config.train["eps_placement"]  # a config saved before the option existed
-    train.validate_config(config)
-    assert train.added_option(config, "train.eps_placement") == "optax"
+    upgraded = train.upgrade_config(config)
+    train.validate_config(upgraded)
+    assert upgraded.train.eps_placement == "optax"
 
 
 # ------------------------------------------------------------------------------ √v̂ read-out
@@ -155,7 +156,7 @@ def test_adam_moments_script_on_a_trained_workdir(tmp_path, corpus_path):
     config.train.max_steps = 3
     config.eval.max_windows = 16
     train.train_and_evaluate(config, tmp_path / "run")
-    script = [sys.executable, str(ROOT / "scripts" / "adam_moments.py"), f"--workdir={tmp_path / 'run'}"]
+    script = [sys.executable, str(ROOT / "scripts" / "research" / "adam_moments.py"), f"--workdir={tmp_path / 'run'}"]
     done = subprocess.run([*script, "--json", "--eps=1e-3,1e-12"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -9,7 +9,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from lstm import provenance
+from lstm import environment
+from lstm.analysis import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,9 +67,9 @@ def test_cpuinfo_reads_the_first_processor_only(tmp_path):
     path = tmp_path / "cpuinfo"
     path.write_text("processor\t: 0\nmodel name\t: First CPU\nflags\t\t: fpu avx2 fma\n\n"
                     "processor\t: 1\nmodel name\t: Second CPU\nflags\t\t: fpu\n")
-    fields = provenance._cpuinfo(path)
+    fields = environment._cpuinfo(path)
     assert fields["model name"] == "First CPU" and fields["flags"] == "fpu avx2 fma"
-    assert provenance._cpuinfo(tmp_path / "missing") == {}
+    assert environment._cpuinfo(tmp_path / "missing") == {}
 
 
 def test_caches_are_named_by_level_and_kind(tmp_path):
@@ -78,19 +79,19 @@ def test_caches_are_named_by_level_and_kind(tmp_path):
         folder.mkdir()
         for name, value in (("level", level), ("type", kind), ("size", size)):
             (folder / name).write_text(value + "\n")
-    assert provenance._caches(tmp_path) == {"L1d": "32K", "L1i": "32K", "L2": "512K", "L3": "32768K"}
+    assert environment._caches(tmp_path) == {"L1d": "32K", "L1i": "32K", "L2": "512K", "L3": "32768K"}
 
 
 def test_environment_is_json_and_names_this_process():
-    env = json.loads(json.dumps(provenance.environment()))
+    env = json.loads(json.dumps(environment.environment()))
     assert env["jax"] == jax.__version__ and env["devices"] == jax.device_count()
     if hasattr(os, "sched_getaffinity"):
         assert env["cpu"]["cores_usable"] == len(os.sched_getaffinity(0))
-    assert set(env["cpu"]["vector_extensions"]) <= set(provenance.VECTOR_EXTENSIONS)
+    assert set(env["cpu"]["vector_extensions"]) <= set(environment.VECTOR_EXTENSIONS)
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_runs.py"), *args],
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "research" / "compare_runs.py"), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lstm import results
+from lstm.analysis import results
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_results.py"

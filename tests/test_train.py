@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lstm import checkpoint, logger, provenance, train
+from lstm import checkpoint, environment, logger, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def losses(workdir):
     process start writes."""
     return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s")}
             for r in logger.read_metrics(workdir)
-            if r.get("epoch_complete", True) and r["event"] != provenance.EVENT]
+            if r.get("epoch_complete", True) and r["event"] != environment.EVENT]
 
 
 def test_tiny_run_learns_and_writes_its_outputs(corpus_path, tmp_path):
@@ -68,7 +68,7 @@ def test_tiny_run_learns_and_writes_its_outputs(corpus_path, tmp_path):
         assert (tmp_path / name).exists(), name
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # The machine is recorded first, so a later run of the command can be compared with it.
-    assert records[0]["event"] == provenance.EVENT and records[0]["step"] == 0
+    assert records[0]["event"] == environment.EVENT and records[0]["step"] == 0
     assert records[0]["environment"]["jax"] == jax.__version__
 
 
@@ -84,7 +84,7 @@ def test_resume_from_a_middle_checkpoint_is_exact(corpus_path, tmp_path):
         np.testing.assert_array_equal(whole[key], split[key], err_msg=key)
     assert losses(tmp_path / "whole") == losses(tmp_path / "split")
     # One environment record per process: the resumed one says where it took over.
-    assert [r["step"] for r in logger.read_metrics(tmp_path / "split") if r["event"] == provenance.EVENT] == [0, 20]
+    assert [r["step"] for r in logger.read_metrics(tmp_path / "split") if r["event"] == environment.EVENT] == [0, 20]
 
 
 def test_sigkilled_run_resumes_to_identical_parameters_and_metrics(corpus_path, tmp_path):

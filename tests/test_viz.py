@@ -6,7 +6,8 @@ from flax import nnx
 from matplotlib.figure import Figure
 
 import lstm
-from lstm import data, viz
+from lstm import data
+from lstm.analysis import viz
 
 T, H = 50, 6  # passage length and units differ, so a swapped axis fails loudly
 

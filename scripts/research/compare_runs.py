@@ -2,8 +2,8 @@
 any bit, the largest difference over the steps both logged, the completed epochs' mean losses
 and the evaluations side by side, and what each run recorded about the machine it ran on.
 
-    python scripts/compare_runs.py --workdir=docs/runs/small_keras1_seed1,runs/small_keras1_seed1
-    python scripts/compare_runs.py --workdir=runs/a,runs/b --json
+    python scripts/research/compare_runs.py --workdir=docs/runs/small_keras1_seed1,runs/small_keras1_seed1
+    python scripts/research/compare_runs.py --workdir=runs/a,runs/b --json
 
 A seed fixes the numbers for one CPU, core count and build (lstm/provenance.py); this says how
 far apart two runs drift when one of those changes. Runs from before training recorded its
@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from absl import flags  # noqa: E402
 
@@ -28,7 +28,7 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if len(_WORKDIRS.value) != 2:
         cli.fail(f"--workdir takes two workdirs separated by a comma, not {len(_WORKDIRS.value)}")
-    from lstm import provenance, results
+    from lstm.analysis import provenance, results
     try:
         records = [results.load_run(workdir)[0] for workdir in _WORKDIRS.value]
     except results.ResultsError as error:
@@ -57,8 +57,8 @@ def _count(number, noun: str) -> str:
 
 
 def _report(comparison, environments) -> str:
-    from lstm import provenance
-    from lstm.bench import text_table
+    from lstm.analysis import provenance
+    from lstm.analysis.tables import text_table
     labels = ("A", "B")
     lines = [f"{label} = {workdir}" for label, workdir in zip(labels, _WORKDIRS.value)]
     for label, envs in zip(labels, environments):

@@ -1,5 +1,5 @@
 """The training-step benchmark behind `scripts/benchmark.py train`: our step and the peers'
-(lstm/bench_peers.py) on identical shapes, interleaved in one process, plus the machine's
+(lstm/bench/peers.py) on identical shapes, interleaved in one process, plus the machine's
 matmul ceiling measured in the same run.
 
 Interleaving matters on a shared machine: a burst of load from elsewhere then slows every
@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm import bench, bench_peers
-from lstm.bench_peers import PeerUnavailable, TrainShape
+from lstm.analysis.tables import text_table
+from lstm.bench import peers as bench_peers
+from lstm.bench.peers import PeerUnavailable, TrainShape
 
 # Vocabulary sizes of the corpora the configs train on (cleaned Alice; Tiny Shakespeare).
 CONFIG_VOCAB = {"small": 45, "bigger": 45, "shakespeare": 65, "tiny": 45}
@@ -29,15 +30,10 @@ DEFAULT_SHAPES = ("small", "bigger", "shakespeare")
 OURS = "ours"
 
 
-def load_config(name: str, overrides: dict | None = None):
-    """configs/<name>.py's config, for a shape whose corpus vocabulary is known."""
-    if name not in CONFIG_VOCAB:
-        raise ValueError(f"unknown shape {name!r}; choose from {', '.join(CONFIG_VOCAB)}")
-    return bench.load_config(name, overrides)
-
-
 def shape_of(name: str, config) -> TrainShape:
     d, m = config.data, config.model
+    if name not in CONFIG_VOCAB:
+        raise ValueError(f"unknown shape {name!r}; choose from {', '.join(CONFIG_VOCAB)}")
     if d.objective not in ("last", "all"):
         raise ValueError(f"{name}: the benchmark times the last and all objectives, not {d.objective}")
     return TrainShape(name=name, batch=config.train.batch_size, seq_len=d.seq_len, vocab=CONFIG_VOCAB[name],
@@ -126,20 +122,18 @@ def recurrent_matmul_rate(batch: int, hidden: int, steps: int = 100, repeats: in
 
 
 # ------------------------------------------------------------------------------------ rows
-def train_rows(shape_names=DEFAULT_SHAPES, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int = 2,
-               unrolls=(1,), matmul_dtypes=("float32",), overrides: dict | None = None,
-               log=None) -> dict:
+def train_rows(configs, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int = 2,
+               unrolls=(1,), matmul_dtypes=("float32",), log=None) -> dict:
     """Times every contestant on every shape; returns {"ceiling_gflops", "rows": [...]}.
 
-    `overrides` (dotted config key → value) apply to every shape, e.g. a smaller batch for a
-    smoke run. Ours is timed once per (matmul dtype, unroll) pair. A peer whose package is
-    missing gives a row with `skipped` set."""
+    `configs` maps shape names (keys of CONFIG_VOCAB) to their configs, already overridden as
+    the caller wants (a smaller batch for a smoke run). Ours is timed once per (matmul dtype,
+    unroll) pair. A peer whose package is missing gives a row with `skipped` set."""
     log = log or (lambda message: None)
     peak = matmul_ceiling()
     log(f"matmul ceiling {peak:.1f} GFLOP/s")
     rows = []
-    for name in shape_names:
-        config = load_config(name, overrides)
+    for name, config in configs.items():
         shape = shape_of(name, config)
         inputs, targets = bench_peers.make_batch(shape)
         contestants = []
@@ -208,4 +202,4 @@ def format_train_rows(result: dict, title: str) -> str:
         floors.append(f"{name}: {row['gflop_per_step']:.2f} GFLOP/step; floor {row['floor_s']:.4f} s at the "
                       f"{result['ceiling_gflops']:.0f} GFLOP/s ceiling, {row['recurrent_floor_s']:.4f} s at the "
                       f"recurrent matmul's {row['recurrent_gflops']:.0f} GFLOP/s")
-    return "\n".join([bench.text_table(title, header, lines, left={0, 1, 8}), "", *floors])
+    return "\n".join([text_table(title, header, lines, left={0, 1, 8}), "", *floors])

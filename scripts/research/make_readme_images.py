@@ -1,7 +1,7 @@
 """Makes the README's notebook image, docs/images/word_boundary_unit.png.
 
-    python scripts/make_readme_images.py                  # trains configs/tiny.py (~10 s) in a temporary folder
-    python scripts/make_readme_images.py --workdir=runs/tiny
+    python scripts/research/make_readme_images.py                  # trains configs/tiny.py (~10 s) in a temporary folder
+    python scripts/research/make_readme_images.py --workdir=runs/tiny
 
 The calls are those of the README's "Use it from a notebook" example, on the tiny config as
 committed (seed 0, so the CPU run and the picture repeat exactly).
@@ -11,12 +11,13 @@ import sys
 import tempfile
 
 # Config files import their base as `configs.default`, so the repository root must be importable.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
-from lstm import train, viz  # noqa: E402
+from lstm import train  # noqa: E402
+from lstm.analysis import viz  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir; unset: train configs/tiny.py in a temporary folder.")
 _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "docs", "images", "word_boundary_unit.png"), "Where the image goes.")

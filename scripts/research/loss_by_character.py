@@ -1,14 +1,14 @@
 """Splits a trained model's loss (the tutorial's: the character after a full window) by that
 target character, and prints a table (or --json): count, mean loss and share of the total.
 
-    python scripts/loss_by_character.py --workdir=runs/small --windows=20000
-    python scripts/loss_by_character.py --workdir=runs/small_val --split=val --json
+    python scripts/research/loss_by_character.py --workdir=runs/small --windows=20000
+    python scripts/research/loss_by_character.py --workdir=runs/small_val --split=val --json
 
 Several checkpoints (--workdir=a,b and/or --which=1128,2256,best) are scored on the same windows
 and set side by side: per character, its part of each checkpoint's mean loss (its summed loss
 over all windows), largest spread first, so the rows say where two means part:
 
-    python scripts/loss_by_character.py --workdir=runs/seed0,runs/seed1 --which=4512 --rows=10
+    python scripts/research/loss_by_character.py --workdir=runs/seed0,runs/seed1 --which=4512 --rows=10
 
 The text is the corpus the run's config names, cleaned as it was for training, and it must
 give the vocabulary stored with the checkpoints. Windows are evenly spaced, stride 1.
@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from absl import flags  # noqa: E402
 
@@ -45,7 +45,7 @@ def main(argv):
     if _JSON.value:
         print(json.dumps(report, ensure_ascii=False, indent=1))
         return
-    from lstm.bench import text_table
+    from lstm.analysis.tables import text_table
     rows = report["characters"][:_ROWS.value or None]
     if len(scored) == 1:
         lines = [[repr(r["character"]), f"{r['count']:,}", f"{r['mean_loss']:.4f}", f"{100 * r['share']:.2f}%"]
@@ -64,7 +64,7 @@ def main(argv):
 
 def _score(workdir, which) -> list[dict]:
     """Per checkpoint of `workdir` in `which`: its choice, step, vocab, losses and targets."""
-    from lstm import char_loss
+    from lstm.analysis import char_loss
     scores = []
     for checkpoint in cli.trained_checkpoints(workdir, which, _SPLIT.value):
         losses, targets = char_loss.window_losses(checkpoint.model, checkpoint.ids,
@@ -75,7 +75,7 @@ def _score(workdir, which) -> list[dict]:
 
 
 def _single(score) -> dict:
-    from lstm import char_loss
+    from lstm.analysis import char_loss
     rows = char_loss.by_character(score["losses"], score["targets"], score["vocab"])
     return {"workdir": score["workdir"], "which": score["which"], "step": score["step"],
             "split": _SPLIT.value, "windows": int(len(score["losses"])),
@@ -83,7 +83,8 @@ def _single(score) -> dict:
 
 
 def _comparison(scored) -> dict:
-    from lstm import char_loss, data
+    from lstm import data
+    from lstm.analysis import char_loss
     first = scored[0]
     for score in scored[1:]:
         if score["vocab"] != first["vocab"]:

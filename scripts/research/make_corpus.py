@@ -1,6 +1,6 @@
 """Writes a synthetic corpus of exactly N characters, the same bytes for the same seed.
 
-    python scripts/make_corpus.py --chars=500000000 --out=/tmp/lstm_scaling/corpus_500M.txt
+    python scripts/research/make_corpus.py --chars=500000000 --out=/tmp/lstm_scaling/corpus_500M.txt
 
 For measuring the large-corpus path (docs/scaling.md), not for learning anything: the text is
 lines of the source books (default: Alice, Gutenberg licence dropped) drawn at random, and half
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_SOURCES = (str(ROOT / "data" / "wonderland.txt"),)

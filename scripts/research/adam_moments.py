@@ -2,8 +2,8 @@
 optimizer state stored in a checkpoint, and how many parameters have √v̂ under 10·ε for each
 --eps (there, ε changes the step by more than ~10%).
 
-    python scripts/adam_moments.py --workdir=runs/small --which=latest --eps=1e-7,1e-8
-    python scripts/adam_moments.py --workdir=runs/small --which=2308 --json
+    python scripts/research/adam_moments.py --workdir=runs/small --which=latest --eps=1e-7,1e-8
+    python scripts/research/adam_moments.py --workdir=runs/small --which=2308 --json
 
 √v̂ is v/(1 − β₂ᵗ) under the root, with the run's β₂ and t the optimizer's step count. Under
 Keras's placement (train.eps_placement=keras) ε acts as ε/√(1 − β₂ᵗ) against this √v̂; the
@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from absl import flags  # noqa: E402
 
@@ -40,7 +40,7 @@ def main(argv):
     if _JSON.value:
         print(json.dumps(report, indent=1))
         return
-    from lstm.bench import text_table
+    from lstm.analysis.tables import text_table
     under = [f"√v̂ < {10 * e:g}" for e in eps]
     rows = [[name, f"{p['size']:,}", f"{p['min']:.2e}", f"{p['q01']:.2e}", f"{p['median']:.2e}",
              *(f"{p['under'][str(e)]:,}" for e in eps)] for name, p in report["parameters"].items()]

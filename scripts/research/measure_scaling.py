@@ -1,7 +1,7 @@
 """The large-corpus measurement of docs/scaling.md, and the per-step all-reduce sizes.
 
-    python scripts/make_corpus.py --chars=500000000 --out=/tmp/lstm_scaling/corpus_500M.txt
-    python scripts/measure_scaling.py --corpus=/tmp/lstm_scaling/corpus_500M.txt
+    python scripts/research/make_corpus.py --chars=500000000 --out=/tmp/lstm_scaling/corpus_500M.txt
+    python scripts/research/measure_scaling.py --corpus=/tmp/lstm_scaling/corpus_500M.txt
 
 Sections (--sections, default all three):
   encode     load_corpus on the large file, first with its cache removed, then the cache hit;
@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 RESULT_PREFIX = "MEASURE_SCALING_RESULT "
@@ -109,12 +109,12 @@ def collectives_worker(spec: dict) -> dict:
     what crosses between them."""
     import jax
     import numpy as np
-    from lstm import bench, distributed, train
+    from lstm import cli, distributed, train
     mesh = distributed.data_mesh()
     by_batch, everywhere = distributed.batch_sharding(mesh, batch_axis=1), distributed.replicated(mesh)
     out = {"devices": jax.device_count(), "configs": {}}
     for name, vocab_size in spec["configs"].items():
-        config = bench.load_config(name, {})
+        config = cli.load_config_file(ROOT / "configs" / f"{name}.py")
         batch = config.train.batch_size
         graphdef, optimizer, state = train.init_train_state(config, vocab_size)
         state = train.place_state(state, mesh)
@@ -132,9 +132,9 @@ def worker(spec: dict) -> dict:
         return collectives_worker(spec)
     import jax
     jax.devices()  # start the backend first: its memory is part of the baseline
-    from lstm import bench, data, train
+    from lstm import cli, data, train
     result = {"after_import": read_status()}
-    config = bench.load_config(spec["config"], spec.get("overrides", {}))
+    config = cli.load_config_file(ROOT / "configs" / f"{spec['config']}.py", spec.get("overrides", {}))
     with PeakSampler() as sampler:
         started = time.perf_counter()
         if spec["kind"] == "encode":
@@ -250,10 +250,10 @@ def allreduce_section(args) -> list[dict]:
     import jax
     import numpy as np
     from flax import nnx
-    from lstm import bench, data, train
+    from lstm import cli, data, train
     rows = []
     for name in ALLREDUCE_CONFIGS:
-        config = bench.load_config(name, {})
+        config = cli.load_config_file(ROOT / "configs" / f"{name}.py")
         vocab_size = len(data.load_corpus(config.data).vocab)
         _, params = nnx.split(train.build_model(config, vocab_size))
         leaves = jax.tree.leaves(params)
@@ -331,7 +331,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", default="/tmp/lstm_scaling/corpus_500M.txt",
-                        help="the large corpus (scripts/make_corpus.py makes one)")
+                        help="the large corpus (scripts/research/make_corpus.py makes one)")
     parser.add_argument("--small", default=str(ROOT / "data" / "wonderland.txt"),
                         help="the small corpus whose run is the model's own baseline")
     parser.add_argument("--sections", default="encode,train,allreduce")
@@ -353,12 +353,12 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"error: unknown section(s) {', '.join(sorted(unknown))}")
     if {"encode", "train"} & set(sections) and not Path(args.corpus).is_file():
-        raise SystemExit(f"error: {args.corpus} not found; make it with scripts/make_corpus.py")
+        raise SystemExit(f"error: {args.corpus} not found; make it with scripts/research/make_corpus.py")
     if args.workdir_root is None:
         import tempfile
         args.workdir_root = tempfile.mkdtemp(prefix="lstm_scaling_runs_")
-    from lstm import bench
-    record = {"machine": bench.machine(), "date": time.strftime("%Y-%m-%d"),
+    from lstm import environment
+    record = {"machine": environment.describe_machine(), "date": time.strftime("%Y-%m-%d"),
               "argv": sys.argv[1:], "rows": []}
     for name, section in (("encode", encode_section), ("train", train_section),
                           ("allreduce", allreduce_section)):

@@ -1,12 +1,11 @@
-"""Benchmarks behind `scripts/benchmark.py`: each section returns rows of plain numbers that
-the script prints as a table or JSON.
+"""The sampling benchmark behind `scripts/benchmark.py sample`: rows of plain numbers that the
+script prints as a table or JSON.
 
 Timings are the best of several repeats after compilation: on a shared machine the fastest run
 is the one least disturbed by others, and the compile time is reported on its own line.
 """
 from __future__ import annotations
 
-import importlib
 import time
 
 import jax
@@ -14,22 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm import data, provenance, sample
+from lstm import data, sample
+from lstm.analysis.tables import text_table
 from lstm.model import CharLSTM
 
 # The tutorial's bigger model on Alice: 45 symbols, LSTM(256) → LSTM(256) → Dense.
 BIGGER_VOCAB = 45
 BIGGER_HIDDEN = (256, 256)
-
-
-def machine() -> str:
-    """One line naming the device the numbers were taken on; on a CPU, the cores this process
-    may use (what `taskset` leaves it), not the machine's count."""
-    device = jax.devices()[0]
-    if device.platform == "cpu":
-        cpu = provenance.cpu()
-        return f"{cpu['model']}, {cpu['cores_usable']} cores (jax {jax.__version__}, CPU)"
-    return f"{device.device_kind} (jax {jax.__version__}, {device.platform.upper()})"
 
 
 def _best_seconds(run, repeats: int) -> float:
@@ -116,24 +106,3 @@ def format_rows(rows: list[dict], title: str) -> str:
               f"{1e6 * r['seconds'] * r['batch'] / r['chars']:,.1f}", f"{r['compile_s']:.2f}", r["note"]]
              for r in rows]
     return text_table(title, header, lines, left={0, 1, 6})
-
-
-def text_table(title: str, header, lines, left) -> str:
-    """Columns padded to their widest cell: those in `left` left-aligned, the rest (numbers)
-    right-aligned, under a title and a rule."""
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    fmt = lambda row: "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
-                                for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
-    return "\n".join([title, fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
-
-
-def load_config(name: str, overrides: dict | None = None):
-    """configs/<name>.py's config with dotted overrides ({"train.batch_size": 4}) applied; the
-    repository root must be importable, as the scripts arrange."""
-    config = importlib.import_module(f"configs.{name}").get_config()
-    for dotted, value in (overrides or {}).items():
-        node, *path, leaf = [config] + dotted.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return config

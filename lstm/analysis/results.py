@@ -25,7 +25,7 @@ from lstm.logger import METRICS_FILE, read_metrics
 
 LN2 = math.log(2)
 TOLERANCE_S = 1.0
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Where Checkpointer.write_meta puts the config; read directly so summaries need no Orbax.
 CONFIG_PATH = Path("checkpoints") / "config.json"
 # The tutorial's reported end points (Keras), drawn as stars beside runs of the same config.

@@ -5,8 +5,8 @@ saturation, and the fraction exactly 0 or exactly 1. Under Keras's hard sigmoid
 through it, so those are the values that stop learning; a unit whose gate is stuck at 0 or 1 at every
 traced position is counted apart (a unit with o stuck at 0 outputs nothing).
 
-    python scripts/gate_saturation.py --workdir=runs/small_hard_sigmoid --which=1128,2256,best
-    python scripts/gate_saturation.py --workdir=runs/a,runs/b --which=latest --json
+    python scripts/research/gate_saturation.py --workdir=runs/small_hard_sigmoid --which=1128,2256,best
+    python scripts/research/gate_saturation.py --workdir=runs/a,runs/b --which=latest --json
 
 Each checkpoint runs the model's own forward pass (no dropout) over --windows evenly spaced
 windows of the run's text, each from the zero state as a training step starts it; every
@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from absl import flags  # noqa: E402
 
@@ -45,7 +45,7 @@ def main(argv):
     if _JSON.value:
         print(json.dumps(report, indent=1))
         return
-    from lstm.bench import text_table
+    from lstm.analysis.tables import text_table
     lines = [[r["workdir"], f"{r['step']:,}", str(r["layer"]), r["gate"],
               *(f"{100 * r[k]:.1f}%" for k in ("near_zero", "near_one", "exactly_zero", "exactly_one")),
               f"{r['stuck_at_zero']}/{r['units']}", f"{r['stuck_at_one']}/{r['units']}"] for r in report]

@@ -1,0 +1,4 @@
+"""Figures and forensics over trained runs: unit tracing and heat maps (viz), loss by target
+character (char_loss), run summaries and docs/results.md's tables (results), where two runs part
+(provenance), and the table renderers they share (tables). Nothing in the core `lstm` package
+imports this one."""

@@ -1,0 +1,154 @@
+"""The training state and how a trained workdir is rebuilt from its checkpoints alone.
+
+Training (`lstm.train`), sampling (`lstm.sample`) and the analysis scripts all load runs through
+this module, so none of them goes through another's code: data flows config → state → train,
+and a workdir → state → model for everyone else.
+"""
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+
+from lstm import checkpoint, data, optim
+from lstm.cell import GATE_ACTIVATIONS
+from lstm.model import ENCODINGS, CharLSTM
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; str(e) is one line naming the field."""
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: nnx.State
+    opt_state: optax.OptState
+    rng: jax.Array  # raw uint32 key data (Orbax stores plain arrays); dropout keys fold in the step
+    carry: tuple  # `stateful` only: one LSTMState per layer, carried between batches
+    epoch_loss_sum: jax.Array  # running sums for Keras's per-epoch training loss; checkpointed,
+    epoch_weight_sum: jax.Array  # so a resumed epoch reports exactly what an unbroken one would
+
+
+# Options added after runs were already saved, with the value that reproduces what those runs
+# did. A saved config is upgraded once, when it is read, so the rest of the code sees every
+# option and an old workdir still resumes and samples as before.
+ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid",
+                 "train.eps_placement": "optax", "train.cpu_devices": 0}
+
+
+def upgrade_config(config) -> ml_collections.ConfigDict:
+    """A copy of `config` (a ConfigDict or its dict) with every ADDED_OPTIONS entry it lacks."""
+    upgraded = config.to_dict() if hasattr(config, "to_dict") else copy.deepcopy(dict(config))
+    for dotted, value in ADDED_OPTIONS.items():
+        section, name = dotted.split(".")
+        upgraded.setdefault(section, {}).setdefault(name, value)
+    return ml_collections.ConfigDict(upgraded)
+
+
+def upgrade_config_dict(config: dict) -> dict:
+    """upgrade_config for the plain dict that checkpoint.read_meta returns."""
+    return upgrade_config(config).to_dict()
+
+
+def read_run(workdir) -> tuple[ml_collections.ConfigDict, data.Vocab]:
+    """A trained workdir's config, upgraded to today's options, and its vocabulary."""
+    config_dict, vocab_json = checkpoint.read_meta(workdir)
+    return upgrade_config(config_dict), data.Vocab.from_json(vocab_json)
+
+
+def validate_config(config) -> None:
+    """Checks the values a typo or a bad override would break, with a one-line message each."""
+    d, m, t = config.data, config.model, config.train
+    checks = [
+        (d.objective in ("last", "all", "stateful"), "data.objective must be last, all or stateful"),
+        (m.encoding in ENCODINGS, f"model.encoding must be one of {', '.join(ENCODINGS)}"),
+        (d.seq_len >= 1, "data.seq_len must be >= 1"),
+        (d.stride >= 1, "data.stride must be >= 1"),
+        (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
+        (len(m.hidden_sizes) >= 1 and all(int(h) >= 1 for h in m.hidden_sizes),
+         "model.hidden_sizes must list at least one positive width"),
+        (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
+        (m.unroll >= 1, "model.unroll must be >= 1"),
+        (m.matmul_dtype in ("float32", "bfloat16"),
+         "model.matmul_dtype must be float32 or bfloat16"),
+        (m.gate_activation in GATE_ACTIVATIONS,
+         f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
+        (t.learning_rate > 0, "train.learning_rate must be > 0"),
+        (t.optimizer in ("adam", "adamw"), "train.optimizer must be adam or adamw"),
+        (t.eps_placement in optim.EPS_PLACEMENTS,
+         f"train.eps_placement must be one of {', '.join(optim.EPS_PLACEMENTS)}"),
+        (t.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
+        (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
+        (t.cpu_devices >= 0, "train.cpu_devices must be >= 0"),
+        (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
+        (config.checkpoint.monitor in ("val_loss", "train_loss"),
+         "checkpoint.monitor must be val_loss or train_loss"),
+        (config.checkpoint.monitor == "train_loss" or d.val_fraction > 0,
+         "checkpoint.monitor=val_loss needs data.val_fraction > 0 (or monitor train_loss)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def build_model(config, vocab_size: int) -> CharLSTM:
+    m = config.model
+    matmul_dtype = m.matmul_dtype
+    return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
+                    embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
+                    unroll=m.unroll, rngs=nnx.Rngs(config.seed),
+                    matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
+                    gate_activation=m.gate_activation)
+
+
+def init_train_state(config, vocab_size: int, total_steps: int = 1):
+    """A fresh model and train state: (graphdef, optimizer, state)."""
+    model = build_model(config, vocab_size)
+    graphdef, params = nnx.split(model)
+    optimizer = optim.make_optimizer(config.train, total_steps, config.train.eps_placement)
+    carry = model.initial_state(config.train.batch_size) if config.data.objective == "stateful" else ()
+    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))  # 0 went to init
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
+                       rng=rng, carry=carry, epoch_loss_sum=jnp.zeros((), jnp.float32),
+                       epoch_weight_sum=jnp.zeros((), jnp.float32))
+    return graphdef, optimizer, state
+
+
+def flatten_state(state) -> dict:
+    """The train state as a flat {"path": array} dict for Orbax: path names stay readable in
+    mismatch messages, and structural nodes that hold no array (optax's EmptyState, the empty
+    carry of non-stateful runs) need no special handling on disk."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+    return {jax.tree_util.keystr(path): leaf for path, leaf in leaves}
+
+
+def unflatten_state(flat: dict, like):
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    return jax.tree.unflatten(treedef, [flat[jax.tree_util.keystr(path)] for path, _ in leaves])
+
+
+def load_state(workdir, which: str | int = "best"):
+    """(graphdef, train state, vocab, config, step) from a workdir's checkpoints alone."""
+    config, vocab = read_run(workdir)
+    graphdef, _, target = init_train_state(config, len(vocab))
+    saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best)
+    try:
+        if which == "best" and saver.best_step() is None:
+            which = "latest"  # a run with no monitored metric yet: latest is the best we have
+        step, flat, _ = saver.restore(flatten_state(target), which=which)
+    finally:
+        saver.close()
+    return graphdef, unflatten_state(flat, target), vocab, config, step
+
+
+def load_model(workdir, which: str | int = "best"):
+    """Rebuilds (model, vocab, config) from a workdir's checkpoints alone, for sampling."""
+    graphdef, state, vocab, config, _ = load_state(workdir, which)
+    return nnx.merge(graphdef, state.params), vocab, config
