@@ -1,17 +1,10 @@
-"""Text → clean text → Vocab → encoded ids → train/val split.
+"""Clean text → Vocab → encoded ids → train/val split: `load_corpus`, and the pieces it is made of.
 
-Every cleaning path (in memory or streamed to a memory-mapped cache) runs through one
-generator, `_clean_pieces`, so the two can never disagree about what the corpus is. The batch
-schedules that cut the ids into windows live in `lstm.schedules`.
-
-Users hit this module first with their own files (Windows line endings, stray bytes, a
-465-million-character corpus), so every problem is a `DataError` with a one-line message that
-names the file, the byte offset or the offending characters.
-
-About 450 lines, past the usual ~400, because cleaning and streaming (UTF-8 and CRLF across
-chunk boundaries, the Gutenberg markers found on bytes), the vocabulary, the cache and the
-download are one pipeline that shares its cleaning rules; split, each part would import the
-others' internals.
+The cleaning itself (Gutenberg markers, line endings, UTF-8 across chunk boundaries) is in
+`lstm.cleaning`; its public names (`read_text`, `clean_text`, `DataError`) are also importable
+from here. A file too large to encode in memory is streamed once into a memory-mapped cache
+keyed by its content and cleaning. The batch schedules that cut the ids into windows live in
+`lstm.schedules`.
 """
 from __future__ import annotations
 
@@ -20,14 +13,14 @@ import functools
 import hashlib
 import http.client
 import json
-import mmap
 import os
-import re
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from lstm import cleaning, files
+from lstm.cleaning import CHUNK_BYTES, DataError, clean_text, read_text  # noqa: F401
 
 WONDERLAND_FILENAME = "wonderland.txt"
 # Gutenberg #11, the 2011 revision with straight quotes that the reference counts come from
@@ -36,163 +29,8 @@ WONDERLAND_URLS = ("https://www.gutenberg.org/cache/epub/11/pg11.txt",
                    "https://www.gutenberg.org/files/11/11-0.txt")
 WONDERLAND_SHA256 = "85afadc129f83223297f7ef8bad88e2a43f61f0b30f3bbefe2eb87f1bbdd318b"
 DOWNLOAD_TIMEOUT_S = 20
-CHUNK_BYTES = 4 << 20  # encoding needs ~16 bytes per character of a chunk, whatever the file size
-_MAX_CARRIED_CHARS = 1 << 20  # a partial line waits for its end up to this length
 IN_MEMORY_LIMIT_BYTES = 64 << 20  # above this load_corpus encodes to a memory-mapped cache
 _CACHE_FORMAT = 1  # bump when the cache layout or the cleaning rules change
-
-
-class DataError(ValueError):
-    """A problem with the user's data or settings; the message is one line, fit to print."""
-
-
-# ---------------------------------------------------------------------------------- cleaning
-# Both marker spellings occur ("THIS" before ~2016, "THE" after); "*** START: FULL LICENSE ***"
-# must not match. Patterns open with a literal so the scan of a big file stays fast (~1 s/GB).
-_START = re.compile(rb"\*\*\* ?START OF TH(?:E|IS) PROJECT GUTENBERG E-?BOOK"
-                    rb"[^\r\n]*(?:\r\n|\r|\n)?", re.IGNORECASE)
-_END = re.compile(rb"\*\*\* ?END OF TH(?:E|IS) PROJECT GUTENBERG E-?BOOK", re.IGNORECASE)
-_TRAILER = re.compile(rb"(?<![^\r\n])End of (?:the )?Project Gutenberg[^\r\n]*\Z", re.IGNORECASE)
-
-
-def _search_line_start(pattern, buf, line_start):
-    """First match that begins a line: at `line_start` (callers pass one) or after \\n or \\r."""
-    pos = line_start
-    while (match := pattern.search(buf, pos)) is not None:
-        if match.start() == line_start or buf[match.start() - 1] in b"\r\n":
-            return match
-        pos = match.start() + 1
-    return None
-
-
-@dataclasses.dataclass(frozen=True)
-class _Cleaning:
-    strip_gutenberg: bool = True
-    lowercase: bool = False
-    allowed_chars: str | None = None  # sorted, deduplicated; None keeps every character
-    ascii_only: bool = False
-    crlf: bool = False  # end lines with "\r\n" again, as the tutorial's Windows copy did
-
-    @classmethod
-    def make(cls, strip_gutenberg=True, lowercase=False, allowed_chars=None, ascii_only=False,
-             crlf=False):
-        allowed = "".join(sorted(set(allowed_chars))) if allowed_chars else None
-        return cls(bool(strip_gutenberg), bool(lowercase), allowed, bool(ascii_only), bool(crlf))
-
-    @functools.cached_property
-    def _disallowed(self):
-        return re.compile("[^" + "".join(map(re.escape, self.allowed_chars)) + "]+")
-
-    def apply(self, text: str) -> str:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if self.lowercase:
-            text = text.lower()
-        if self.ascii_only:
-            text = text.encode("ascii", "ignore").decode("ascii")
-        if self.allowed_chars is not None:
-            text = self._disallowed.sub("", text)
-        if self.crlf:  # after the filter, so allowed_chars need not list "\r"
-            text = text.replace("\n", "\r\n")
-        return text
-
-
-def _gutenberg_span(buf, start: int, end: int) -> tuple[int, int]:
-    """Byte range of the book between the markers, found on bytes so a huge file is never text.
-
-    Leading blank lines are kept: the reference count (144,440 characters, data/README.md) is
-    everything after the START line up to and including "THE END". Trailing blank lines and
-    the "End of Project Gutenberg's ..." line before the END marker are dropped.
-    """
-    opening, closing = _search_line_start(_START, buf, start), _search_line_start(_END, buf, start)
-    if opening is None and closing is None:
-        return start, end
-    body_start = opening.end() if opening else start
-    closing = _search_line_start(_END, buf, body_start) if opening else closing
-    body_end = closing.start() if closing else end
-    window = 1 << 16
-    while True:  # widen until the kept tail holds a line break, so the trailer line was whole
-        low = max(body_start, body_end - window)
-        tail = bytes(buf[low:body_end]).rstrip()
-        trailer = _TRAILER.search(tail)
-        if trailer:
-            tail = tail[:trailer.start()].rstrip()
-        if low == body_start or b"\n" in tail or b"\r" in tail:
-            return body_start, low + len(tail)
-        window *= 4
-
-
-def _decode(raw: bytes, file_offset: int, final: bool, path) -> tuple[str, bytes]:
-    """UTF-8 decode a chunk; a sequence cut by the chunk boundary is carried to the next one."""
-    try:
-        return raw.decode("utf-8"), b""
-    except UnicodeDecodeError as err:
-        if not final and err.end == len(raw) and err.reason == "unexpected end of data":
-            return raw[:err.start].decode("utf-8"), raw[err.start:]
-        raise DataError(f"{path}: byte {raw[err.start]:#04x} at offset {file_offset + err.start} "
-                        f"is not UTF-8 ({err.reason}); re-save the file as UTF-8") from None
-
-
-def _require_file(path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: " + ("not a regular file" if path.exists() else "no such file"))
-    return path
-
-
-def _clean_pieces(path, cleaning: _Cleaning, chunk_bytes: int = CHUNK_BYTES):
-    """Yield the cleaned text in pieces; joined, they are exactly the cleaned corpus."""
-    path = _require_file(path)
-    if path.stat().st_size == 0:
-        raise DataError(f"{path} is empty")
-    with open(path, "rb") as file:
-        # The markers are found through a mapping closed before streaming, so the pages it
-        # touched leave this process; the text itself is read chunk by chunk.
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            start = 3 if buf[:3] == b"\xef\xbb\xbf" else 0  # BOM: an editor's mark, not text
-            end = len(buf)
-            if cleaning.strip_gutenberg:
-                start, end = _gutenberg_span(buf, start, end)
-        file.seek(start)
-        carried_bytes, carried_text = b"", ""
-        for offset in range(start, end, chunk_bytes):
-            final = offset + chunk_bytes >= end
-            raw = carried_bytes + file.read(min(chunk_bytes, end - offset))
-            text, next_bytes = _decode(raw, offset - len(carried_bytes), final, path)
-            carried_bytes, text = next_bytes, carried_text + text
-            # Cut after the last line break so a CRLF pair, and the context str.lower() uses
-            # (Greek final sigma), never straddle two pieces. A line longer than the carry
-            # limit is cut anyway, holding back only a trailing CR.
-            cut = len(text) if final else text.rfind("\n") + 1
-            if cut == 0 and len(text) > _MAX_CARRIED_CHARS:
-                cut = len(text) - text.endswith("\r")
-            text, carried_text = text[:cut], text[cut:]
-            yield cleaning.apply(text)
-
-
-def read_text(path, *, strip_gutenberg=True, lowercase=False, allowed_chars=None,
-              ascii_only=False, crlf=False) -> str:
-    """The cleaned text of a UTF-8 file (Gutenberg licence dropped, line endings LF).
-
-    `allowed_chars` keeps only those characters (after lower-casing): the tutorial's
-    "remove punctuation" extension. Include "\\n" and " " in it if you want lines and words.
-    `crlf` ends every line with "\\r\\n" instead, to reproduce the tutorial's Windows copy.
-    """
-    cleaning = _Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only, crlf)
-    text = "".join(_clean_pieces(path, cleaning))
-    if not text:
-        raise DataError(f"{path}: no text left after cleaning ({_describe(cleaning)})")
-    return text
-
-
-def clean_text(text: str, *, lowercase=False, allowed_chars=None, ascii_only=False,
-               crlf=False) -> str:
-    """Cleans a string by the rules `read_text` applies to a file (line endings, case,
-    allowed characters, ASCII), so a user's seed text matches the corpus it is fed to."""
-    return _Cleaning.make(False, lowercase, allowed_chars, ascii_only, crlf).apply(text)
-
-
-def _describe(cleaning: _Cleaning) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(cleaning).items())
 
 
 # ------------------------------------------------------------------------------- vocabulary
@@ -277,7 +115,7 @@ class Vocab:
             raise DataError(f"not a vocabulary JSON ({err})") from None
 
     def save(self, path) -> None:
-        _write_atomically(Path(path), self.to_json().encode())
+        files.write_atomically(path, self.to_json())
 
     @classmethod
     def load(cls, path) -> Vocab:
@@ -285,19 +123,6 @@ class Vocab:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
         except OSError as err:
             raise DataError(f"{path}: cannot read vocabulary ({err.strerror})") from None
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    """Write to a temporary sibling then rename, so a killed process never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -------------------------------------------------------------------- memory-mapped corpora
@@ -318,9 +143,9 @@ def encode_file(path, vocab: Vocab | None = None, *, cache_dir, strip_gutenberg=
     option never reuses a stale cache. Without a vocabulary, a first streamed pass collects
     the character set; the encoding pass writes chunk by chunk, so memory stays constant.
     """
-    _require_file(path)
-    cleaning = _Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only, crlf)
-    key_source = json.dumps([_CACHE_FORMAT, _content_sha256(path), dataclasses.asdict(cleaning),
+    cleaning.require_file(path)
+    rules = cleaning.Cleaning.make(strip_gutenberg, lowercase, allowed_chars, ascii_only, crlf)
+    key_source = json.dumps([_CACHE_FORMAT, _content_sha256(path), dataclasses.asdict(rules),
                              list(vocab.chars) if vocab else None])
     key = hashlib.sha256(key_source.encode()).hexdigest()
     cache_dir = Path(cache_dir).expanduser()
@@ -335,30 +160,23 @@ def encode_file(path, vocab: Vocab | None = None, *, cache_dir, strip_gutenberg=
         pass  # no cache, or a damaged one: rebuild it
     if vocab is None:
         seen = set()  # codepoints; a histogram per piece is ~20x faster than set(str)
-        for piece in _clean_pieces(path, cleaning, chunk_bytes):
+        for piece in cleaning.clean_pieces(path, rules, chunk_bytes):
             codepoints = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
             seen.update(np.flatnonzero(np.bincount(codepoints)).tolist())
         if not seen:
-            raise DataError(f"{path}: no text left after cleaning ({_describe(cleaning)})")
+            raise DataError(f"{path}: no text left after cleaning ({rules.describe()})")
         vocab = Vocab(tuple(map(chr, sorted(seen))))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".tmp")
     num_tokens = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for piece in _clean_pieces(path, cleaning, chunk_bytes):
-                ids = vocab.encode(piece)
-                out.write(ids.tobytes())
-                num_tokens += len(ids)
+    with files.atomic_writer(ids_path) as out:
+        for piece in cleaning.clean_pieces(path, rules, chunk_bytes):
+            ids = vocab.encode(piece)
+            out.write(ids.tobytes())
+            num_tokens += len(ids)
         if num_tokens == 0:
-            raise DataError(f"{path}: no text left after cleaning ({_describe(cleaning)})")
-        os.replace(tmp, ids_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            raise DataError(f"{path}: no text left after cleaning ({rules.describe()})")
     meta = {"chars": list(vocab.chars), "num_tokens": num_tokens, "source": str(path),
-            "cleaning": dataclasses.asdict(cleaning)}
-    _write_atomically(meta_path, json.dumps(meta).encode())
+            "cleaning": dataclasses.asdict(rules)}
+    files.write_atomically(meta_path, json.dumps(meta))
     return vocab, np.memmap(ids_path, vocab.dtype, "r", shape=(num_tokens,))
 
 
@@ -402,7 +220,7 @@ def download_wonderland(dest) -> Path:
         if digest != WONDERLAND_SHA256:
             reasons.append(f"{url}: sha256 {digest[:12]}… is not the pinned revision")
             continue
-        _write_atomically(dest, payload)
+        files.write_atomically(dest, payload)
         return dest
     reason = "; ".join(reasons).replace("\n", " ")
     raise DataError(f"{dest} not found and download failed ({reason}); copy Project Gutenberg "
@@ -428,7 +246,7 @@ def load_corpus(cfg, cache_dir=None) -> Corpus:
             raise DataError(f"{path} not found; copy Project Gutenberg #11 plain text there "
                             "(`make data` copies ../shared/data) or set download=True")
         else:
-            _require_file(path)
+            cleaning.require_file(path)
     options = dict(strip_gutenberg=getattr(cfg, "strip_gutenberg", True),
                    lowercase=getattr(cfg, "lowercase", False),
                    allowed_chars=getattr(cfg, "allowed_chars", None) or None,

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from lstm import curves, files
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
@@ -52,9 +53,7 @@ class MetricLogger:
             return
         kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
         path = self.workdir / METRICS_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
+        files.write_atomically(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(path, "a")
         self._tensorboard = None
         try:
@@ -83,7 +82,7 @@ class MetricLogger:
         steps_per_s = (step - self._start_step) / elapsed
         eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else math.inf
         line = (f"step {step}/{self.total_steps} loss {loss:.4f} {steps_per_s:.2f} steps/s "
-                f"{steps_per_s * chars_per_step:,.0f} chars/s ETA {_duration(eta)}")
+                f"{steps_per_s * chars_per_step:,.0f} chars/s ETA {clock_time(eta)}")
         if self.is_tty:
             self.stream.write("\r" + line.ljust(100))
         else:
@@ -99,7 +98,9 @@ class MetricLogger:
     def plot(self) -> None:
         if not self.primary:
             return
-        plot_losses(read_metrics(self.workdir), self.workdir / PLOT_FILE)
+        records = read_metrics(self.workdir)
+        figure = curves.loss_figure([curves.RunRecords(records)], title=self.workdir.name)
+        curves.save_png(figure, self.workdir / PLOT_FILE, dpi=80)
 
     def close(self) -> None:
         if not self.primary:
@@ -111,36 +112,9 @@ class MetricLogger:
             self.stream.write("\n")
 
 
-def plot_losses(records, path, title=None) -> None:
-    """Training and validation loss (nats/char) against step, written atomically to `path`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    series = {
-        "train (logged)": [(r["step"], r["loss"]) for r in records if r.get("event") == "train"],
-        "train (epoch mean)": [(r["step"], r["train_loss"]) for r in records if r.get("event") == "epoch"],
-        "validation": [(r["step"], r["val_loss"]) for r in records if r.get("event") == "eval" and "val_loss" in r],
-    }
-    for label, points in series.items():
-        if points:
-            steps, losses = zip(*points)
-            ax.plot(steps, losses, marker="o" if len(points) < 30 else None, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/char)")
-    ax.set_title(title or Path(path).parent.name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _duration(seconds: float) -> str:
+def clock_time(seconds: float) -> str:
+    """h:mm:ss, rounded to the second; "?" when unknown (infinite or NaN)."""
     if not math.isfinite(seconds):
         return "?"
-    seconds = int(seconds)
+    seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -181,3 +181,18 @@ def tutorial_eval_starts(num_tokens: int, seq_len: int, max_windows: int = 2048)
     if count <= max_windows:
         return np.arange(count, dtype=np.int32)
     return np.linspace(0, count - 1, max_windows).round().astype(np.int32)
+
+
+def padded_batches(starts, batch_size: int):
+    """`starts` in order, in chunks of exactly `batch_size`: (starts[batch_size], weights
+    float32[batch_size]). The last chunk is filled up with weight-0 repeats of its own starts,
+    so a jitted step called on every chunk sees one shape and compiles once; callers weight
+    their sums by `weights`, or drop the rows where it is 0."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer; got {batch_size!r}")
+    starts = np.asarray(starts)
+    for begin in range(0, len(starts), batch_size):
+        chunk = starts[begin:begin + batch_size]
+        weights = np.zeros(batch_size, np.float32)
+        weights[:len(chunk)] = 1.0
+        yield np.resize(chunk, batch_size), weights

@@ -4,6 +4,7 @@ schedules are tested in test_schedules.py."""
 import hashlib
 import io
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from lstm import data
+from lstm import cleaning, data, files
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -68,7 +69,7 @@ def test_crlf_option_restores_windows_line_endings_everywhere(tmp_path, monkeypa
     # "\r" is added after the allowed-characters filter, so the filter need not list it
     assert data.read_text(path, allowed_chars="entw\n", crlf=True) == "ne\r\ntw\r\ntee\r\n\r\n"
     assert data.clean_text("A\nb\r\n", lowercase=True, crlf=True) == "a\r\nb\r\n"
-    monkeypatch.setattr(data, "_MAX_CARRIED_CHARS", 0)
+    monkeypatch.setattr(cleaning, "_MAX_CARRIED_CHARS", 0)
     for chunk_bytes in (1, 2, 3, 64):  # a streamed CRLF pair cut anywhere still becomes one pair
         vocab, ids = data.encode_file(path, None, cache_dir=tmp_path / f"c{chunk_bytes}",
                                       lowercase=True, crlf=True, chunk_bytes=chunk_bytes)
@@ -175,7 +176,7 @@ def test_streamed_encoding_equals_in_memory_and_is_reused(tmp_path, monkeypatch)
     def no_second_pass(*args, **kwargs):
         raise AssertionError("the cache was not reused")
 
-    monkeypatch.setattr(data, "_clean_pieces", no_second_pass)
+    monkeypatch.setattr(cleaning, "clean_pieces", no_second_pass)
     again_vocab, again = data.encode_file(path, None, cache_dir=cache, lowercase=True)
     assert again_vocab == vocab and np.array_equal(again, vocab.encode(expected))
 
@@ -184,7 +185,7 @@ def test_lines_longer_than_the_carry_limit_still_keep_crlf_whole(tmp_path, monke
     path = write(tmp_path, "ab\r\ncé\r\r\n🙂d\re\r\n" * 5)
     expected = data.read_text(path)
     assert expected == "ab\ncé\n\n🙂d\ne\n" * 5
-    monkeypatch.setattr(data, "_MAX_CARRIED_CHARS", 0)  # every chunk is cut where it ends
+    monkeypatch.setattr(cleaning, "_MAX_CARRIED_CHARS", 0)  # every chunk is cut where it ends
     for chunk_bytes in (1, 2, 3, 4, 5):
         vocab, ids = data.encode_file(path, None, cache_dir=tmp_path / f"c{chunk_bytes}",
                                       chunk_bytes=chunk_bytes)
@@ -278,3 +279,19 @@ def test_download_with_wrong_checksum_writes_nothing(tmp_path, monkeypatch):
     assert "sha256" in str(info.value) and "\n" not in str(info.value)
     assert not dest.exists()
     assert not dest.parent.exists() or not any(dest.parent.iterdir())  # no temp file left either
+
+
+# --------------------------------------------------------------------------- atomic writes
+def test_saved_files_appear_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "new" / "vocab.json"
+    data.Vocab(("a", "b")).save(target)  # the vocabulary, the cache and the download share the writer
+    assert data.Vocab.load(target) == data.Vocab(("a", "b"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it, not mkstemp's 0600
+    with pytest.raises(RuntimeError, match="killed"):
+        with files.atomic_writer(target) as file:
+            file.write(b"half a vocabulary")
+            raise RuntimeError("killed mid-write")
+    assert data.Vocab.load(target) == data.Vocab(("a", "b"))
+    assert [p.name for p in target.parent.iterdir()] == ["vocab.json"]  # no temporary left

@@ -228,6 +228,14 @@ def test_loss_curves_plot_every_series_from_the_records():
     assert len(viz.loss_curves([]).axes[0].lines) == 0
 
 
+def test_loss_curves_draw_a_partial_epoch_apart_and_skip_non_finite_losses():
+    records = [*RECORDS, {"event": "epoch", "step": 60, "train_loss": 2.1, "epoch_complete": False},
+               {"event": "train", "step": 80, "loss": float("nan")}]
+    lines = {line.get_label(): list(line.get_xdata()) for line in viz.loss_curves(records).axes[0].lines}
+    assert lines["train (epoch mean)"] == [40] and lines["train (partial epoch mean)"] == [60]
+    assert lines["train (logged)"] == [20, 40, 60]
+
+
 class FakeGenerator:
     def __init__(self):
         self.calls = []

@@ -53,18 +53,14 @@ def window_losses(model, ids, seq_len: int, max_windows: int = 20_000,
     """(loss float64[N], target int32[N]) for N evenly spaced stride-1 windows of `ids`: the
     tutorial's loss on the character after each window, from the model's deterministic
     forward pass (no dropout). The last batch is padded and its padding dropped."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
     starts = schedules.tutorial_eval_starts(len(ids), seq_len, max_windows)
     graphdef, params = nnx.split(model)
     device_ids = jnp.asarray(np.asarray(ids))
     losses, targets = [], []
-    for begin in range(0, len(starts), batch_size):
-        chunk = starts[begin:begin + batch_size]
-        padded = np.pad(chunk, (0, batch_size - len(chunk)), mode="edge")
-        loss, target = _window_losses(graphdef, params, device_ids, jnp.asarray(padded), seq_len)
-        losses.append(np.asarray(loss, np.float64)[:len(chunk)])
-        targets.append(np.asarray(target)[:len(chunk)])
+    for chunk, weights in schedules.padded_batches(starts, batch_size):
+        loss, target = _window_losses(graphdef, params, device_ids, jnp.asarray(chunk), seq_len)
+        losses.append(np.asarray(loss, np.float64)[weights > 0])
+        targets.append(np.asarray(target)[weights > 0])
     return np.concatenate(losses), np.concatenate(targets)
 
 

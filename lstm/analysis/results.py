@@ -16,14 +16,14 @@ counted: the resumed run recomputed it and the logger dropped its records.
 from __future__ import annotations
 
 import json
-import math
-import os
 import types
 from pathlib import Path
 
-from lstm.logger import METRICS_FILE, read_metrics
+from lstm import curves
+from lstm.analysis.tables import markdown_table as render_markdown
+from lstm.curves import LN2, finite_number, whole_epoch
+from lstm.logger import METRICS_FILE, clock_time, read_metrics
 
-LN2 = math.log(2)
 TOLERANCE_S = 1.0
 ROOT = Path(__file__).resolve().parents[2]
 # Where Checkpointer.write_meta puts the config; read directly so summaries need no Orbax.
@@ -100,14 +100,10 @@ def step_time(records) -> float | None:
     return seconds / steps if steps else None
 
 
-def _complete(record) -> bool:
-    return record.get("epoch_complete", True)  # records before the field existed: whole epochs
-
-
 def steps_per_epoch(records, config=None) -> int | None:
     """From a completed epoch's record; else from the corpus the config names; else None."""
     for r in records:
-        if r.get("event") == "epoch" and _complete(r) and r.get("epoch", 0) >= 1:
+        if r.get("event") == "epoch" and whole_epoch(r) and r.get("epoch", 0) >= 1:
             return int(r["step"]) // int(r["epoch"])
     if not config:
         return None
@@ -124,10 +120,6 @@ def steps_per_epoch(records, config=None) -> int | None:
                                        seed=config.get("seed", 0)).steps_per_epoch
     except (ValueError, OSError, KeyError, TypeError):  # DataError is a ValueError
         return None
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def summarize_run(workdir, label: str | None = None) -> dict:
@@ -154,11 +146,11 @@ def summarize_run(workdir, label: str | None = None) -> dict:
         finished = True  # stopped by its time budget, as planned
     seconds, lifetimes = training_time(records)
 
-    epochs = [r for r in records if r.get("event") == "epoch" and _finite(r.get("train_loss"))]
-    whole = [r for r in epochs if _complete(r)]
+    epochs = [r for r in records if r.get("event") == "epoch" and finite_number(r.get("train_loss"))]
+    whole = [r for r in epochs if whole_epoch(r)]
     # A partial epoch's mean is over fewer, later batches: best only among whole epochs if any.
     best_train = min(whole or epochs, key=lambda r: r["train_loss"], default=None)
-    evals = [r for r in records if r.get("event") == "eval" and _finite(r.get("val_loss"))]
+    evals = [r for r in records if r.get("event") == "eval" and finite_number(r.get("val_loss"))]
     best_val = min(evals, key=lambda r: r["val_loss"], default=None)
     last_val = evals[-1] if evals else None
     nats = lambda r, key: r[key] if r else None
@@ -174,7 +166,7 @@ def summarize_run(workdir, label: str | None = None) -> dict:
         "wall_time_s": seconds, "lifetimes": lifetimes, "step_time_s": step_time(records),
         "best_train_loss": nats(best_train, "train_loss"),
         "best_train_epoch": best_train["epoch"] if best_train else None,
-        "best_train_partial": bool(best_train) and not _complete(best_train),
+        "best_train_partial": bool(best_train) and not whole_epoch(best_train),
         "last_train_loss": nats(epochs[-1] if epochs else None, "train_loss"),
         "last_train_epoch": epochs[-1]["epoch"] if epochs else None,
         "best_val_loss": nats(best_val, "val_loss"), "best_val_bpc": bits(best_val),
@@ -209,11 +201,6 @@ def _num(value, digits=4) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _hms(seconds) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def _model(s) -> str:
     hidden = s["hidden_sizes"]
     if not hidden:
@@ -244,7 +231,7 @@ COLUMNS = {  # key: (header, cell); any other summary key is shown as str(value)
     "steps": ("steps", _steps),
     "epochs": ("epochs", lambda s: str(s["epochs"])),
     "finished": ("finished", lambda s: {True: "yes", False: "no", None: "?"}[s["finished"]]),
-    "wall_time": ("training time", lambda s: _hms(s["wall_time_s"])),
+    "wall_time": ("training time", lambda s: clock_time(s["wall_time_s"])),
     "step_ms": ("ms/step", lambda s: "–" if s["step_time_s"] is None else f"{1000 * s['step_time_s']:.1f}"),
     "best_train": ("best train loss", _best_train),
     "last_train": ("last train loss", lambda s: _num(s["last_train_loss"])),
@@ -262,11 +249,9 @@ def markdown_table(summaries, columns=DEFAULT_COLUMNS) -> str:
     for key in columns:
         if key not in COLUMNS and not all(key in s for s in summaries):
             raise ResultsError(f"unknown column {key!r}; choose from {', '.join(COLUMNS)}")
-    cell = lambda key, s: (COLUMNS[key][1](s) if key in COLUMNS else str(s[key])).replace("|", "\\|")
+    cell = lambda key, s: COLUMNS[key][1](s) if key in COLUMNS else str(s[key])
     header = [COLUMNS[key][0] if key in COLUMNS else key for key in columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(key, s) for key in columns) + " |" for s in summaries]
-    return "\n".join(lines) + "\n"
+    return render_markdown(header, [[cell(key, s) for key in columns] for s in summaries]) + "\n"
 
 
 def epoch_losses(workdir) -> dict[int, float]:
@@ -274,7 +259,7 @@ def epoch_losses(workdir) -> dict[int, float]:
     stopped or resumed mid-epoch) is over other batches and is left out."""
     records, _ = load_run(workdir)
     return {int(r["epoch"]): float(r["train_loss"]) for r in records
-            if r.get("event") == "epoch" and _complete(r) and _finite(r.get("train_loss"))}
+            if r.get("event") == "epoch" and whole_epoch(r) and finite_number(r.get("train_loss"))}
 
 
 def _signed(value) -> str:
@@ -292,12 +277,10 @@ def epoch_table(workdirs, labels=None, losses=None) -> str:
         raise ResultsError(f"no whole epoch in {', '.join(map(str, workdirs))}")
     first = losses[0]
     header = ["epoch", *labels, *(f"{label} − {labels[0]}" for label in labels[1:])]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
-    for e in epochs:
-        cells = [str(e), *(_num(run.get(e)) for run in losses)]
-        cells += [_signed(run[e] - first[e] if e in run and e in first else None) for run in losses[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = [[str(e), *(_num(run.get(e)) for run in losses),
+             *(_signed(run[e] - first[e] if e in run and e in first else None) for run in losses[1:])]
+            for e in epochs]
+    return render_markdown(header, rows, numeric=True) + "\n"
 
 
 def validation_table(workdir) -> str:
@@ -306,39 +289,35 @@ def validation_table(workdir) -> str:
     the epoch was cut short), and the validation loss in nats and bits/char, the lowest in bold."""
     records, config = load_run(workdir)
     spe = steps_per_epoch(records, config)
-    evals = [r for r in records if r.get("event") == "eval" and _finite(r.get("val_loss"))]
+    evals = [r for r in records if r.get("event") == "eval" and finite_number(r.get("val_loss"))]
     if not evals:
         raise ResultsError(f"no validation loss in {workdir}")
-    trains = {int(r["step"]): r for r in records if r.get("event") == "epoch" and _finite(r.get("train_loss"))}
+    trains = {int(r["step"]): r for r in records if r.get("event") == "epoch" and finite_number(r.get("train_loss"))}
     best = min(r["val_loss"] for r in evals)
     header = ["epoch", "step", "training loss (epoch mean)", "validation (nats/char)", "validation (bits/char)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    rows = []
     for r in evals:
         step = int(r["step"])
         where = "–" if not spe else (f"{step // spe}" if step % spe == 0 else f"{step / spe:.2f}")
         epoch_record = trains.get(step)
         train_cell = _num(epoch_record["train_loss"] if epoch_record else None)
-        if epoch_record and not _complete(epoch_record):
+        if epoch_record and not whole_epoch(epoch_record):
             train_cell += " (partial)"
         mark = "**" if r["val_loss"] == best else ""
-        lines.append(f"| {where} | {step:,} | {train_cell} | {mark}{r['val_loss']:.4f}{mark} | "
-                     f"{mark}{r['val_loss'] / LN2:.3f}{mark} |")
-    return "\n".join(lines) + "\n"
+        rows.append([where, f"{step:,}", train_cell, f"{mark}{r['val_loss']:.4f}{mark}",
+                     f"{mark}{r['val_loss'] / LN2:.3f}{mark}"])
+    return render_markdown(header, rows, numeric=True) + "\n"
 
 
 # ----------------------------------------------------------------------------------- plots
 def plot_curves(workdirs, out_png, title, reference=None, labels=None, x_axis="epoch") -> Path:
-    """Training loss (logged steps as a thin line, epoch means as dots) and validation loss
-    (squares, dashed) of each run against epoch, with `reference` (epoch, loss, label) points as
-    stars. x is step / steps_per_epoch; if any run's epoch length is unknown, x is the step.
+    """`lstm.curves.loss_figure` of each run against epoch, with `reference` (epoch, loss,
+    label) points as stars, written to `out_png`. x is step / steps_per_epoch; if any run's
+    epoch length is unknown, x is the step.
 
     x_axis="time" plots against seconds since the run's loop started instead (runs made in one
     process, such as fixed-budget comparisons, whose epochs differ in length); stars, placed
-    in epochs, are then left out. With more than two runs the legend names runs only."""
-    # Figure + Agg canvas, not pyplot: no global backend switch under a notebook's feet.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    in epochs, are then left out."""
     runs = [load_run(w) for w in workdirs]
     labels = labels or [Path(w).name for w in workdirs]
     lengths = [steps_per_epoch(records, config) for records, config in runs]
@@ -346,37 +325,19 @@ def plot_curves(workdirs, out_png, title, reference=None, labels=None, x_axis="e
     by_epoch = all(lengths) and not by_time
     if by_time:
         reference = None
-    brief = len(runs) > 2
-    fig = Figure(figsize=(6.4, 4.0))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    colors = [f"C{i}" for i in range(10)]
-    for i, ((records, _), spe, label) in enumerate(zip(runs, lengths, labels)):
-        color = colors[i % 10]
+    curves_of_runs = []
+    for (records, _), spe, label in zip(runs, lengths, labels):
         start = next((r["wall_time"] - r["elapsed_s"] for r in records if "elapsed_s" in r and "wall_time" in r), 0.0)
-        x = ((lambda r: r["wall_time"] - start) if by_time else
-             (lambda r, spe=spe: r["step"] / spe if by_epoch else r["step"]))
-        points = lambda kind, key, keep=lambda r: True: [
-            (x(r), r[key]) for r in records
-            if r.get("event") == kind and _finite(r.get(key)) and keep(r)]
-        name = (lambda what: "_nolegend_") if brief else (lambda what: f"{label} {what}")
-        series = {"train": points("train", "loss"), "eval": points("eval", "val_loss"),
-                  "epoch": points("epoch", "train_loss", _complete),
-                  "partial": points("epoch", "train_loss", lambda r: not _complete(r))}
-        if series["train"]:
-            ax.plot(*zip(*series["train"]), color=color, lw=0.6, alpha=0.45,
-                    label=label if brief else f"{label} train (logged)")
-        if series["epoch"]:
-            ax.plot(*zip(*series["epoch"]), "o", color=color, ms=4, label=name("train (epoch mean)"))
-        if series["partial"]:  # hollow: a mean over part of an epoch is not comparable to whole ones
-            ax.plot(*zip(*series["partial"]), "o", color=color, mfc="none", ms=4,
-                    label=name("train (partial epoch mean)"))
-        if series["eval"]:
-            ax.plot(*zip(*series["eval"]), "s--", color=color, ms=3.5, lw=1, label=name("validation"))
+        x = ((lambda r, start=start: r["wall_time"] - start) if by_time else
+             (lambda r, spe=spe: r["step"] / spe) if by_epoch else (lambda r: r["step"]))
+        curves_of_runs.append(curves.RunRecords(records, label, x))
+    fig = curves.loss_figure(curves_of_runs, title, figsize=(6.4, 4.0),
+                             xlabel="seconds of training" if by_time else "epoch" if by_epoch else "step")
+    ax = fig.axes[0]
     known = next((spe for spe in lengths if spe), None)
     stars = [(epoch * (1 if by_epoch else known), loss, label) for epoch, loss, label in reference or []
              if by_epoch or known]  # in steps, an epoch's length must be known to place a star
-    for x, loss, label in stars:
+    for x, loss, _ in stars:
         ax.plot([x], [loss], "*", color="k", ms=11)
     middle = sum(ax.get_xlim()) / 2
     for x, loss, label in stars:
@@ -384,16 +345,4 @@ def plot_curves(workdirs, out_png, title, reference=None, labels=None, x_axis="e
         right = x > middle
         ax.annotate(label, (x, loss), xytext=(-6 if right else 6, 5), textcoords="offset points",
                     fontsize=7, ha="right" if right else "left")
-    ax.set_xlabel("seconds of training" if by_time else "epoch" if by_epoch else "step")
-    ax.set_ylabel("loss (nats/char)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, title="lines: logged training loss; dots: epoch means; squares: validation"
-              if brief else None, title_fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out_png)  # a reader never sees half a PNG
-    return out_png
+    return curves.save_png(fig, out_png, dpi=100)
