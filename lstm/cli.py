@@ -1,5 +1,5 @@
-"""What the thin scripts share: one-line errors instead of tracebacks, absl start-up, and a
-trained run's text read back for analysis."""
+"""What the thin scripts share: one-line errors instead of tracebacks, absl start-up (with
+--help and --config_help), and a trained run's text read back for analysis."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +9,11 @@ from typing import Any, Iterator, NamedTuple
 
 from absl import flags, logging
 
+# The flags define_config_flag makes belong to the script that calls it: they are the script's
+# own in its --help, next to the ones it defines itself.
+flags.disclaim_key_flags()
+HELP_ARGS = ("-h", "--help", "-help")
+
 
 def fail(message: str):
     """Prints `error: message` on one line and exits 1."""
@@ -17,25 +22,69 @@ def fail(message: str):
 
 
 @contextlib.contextmanager
-def one_line_errors():
-    """Turns the library's user-facing errors into one line on stderr and exit status 1.
+def one_line_errors(*also: type[BaseException], interrupted: str = "interrupted"):
+    """Turns the library's user-facing errors into one line on stderr and exit status 1, and
+    Ctrl-C into the line `interrupted`.
 
-    Only the library's own error types (all ValueError/RuntimeError subclasses with one-line
-    messages) and OS errors are caught; a genuine bug still shows its traceback."""
-    from lstm import checkpoint, data, state, train
-    expected = (data.DataError, checkpoint.CheckpointError, state.ConfigError, train.TrainingError,
-                OSError)
+    Only the library's own error types (DataError, CheckpointError, ConfigError, TrainingError,
+    ResultsError), OS errors and the script's own in `also` are caught; a genuine bug still
+    shows its traceback."""
     try:
         yield
-    except expected as error:
-        fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     except KeyboardInterrupt:
-        fail("interrupted; run the same command again to resume from the latest checkpoint")
+        fail(interrupted)
+    except Exception as error:
+        if not isinstance(error, (OSError, *also)) and not _is_library_error(error):
+            raise
+        fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+
+
+def _is_library_error(error: Exception) -> bool:
+    """The library's error types are the ValueError/RuntimeError subclasses defined in lstm/,
+    all raised with one-line messages for the user. Told apart by where their class lives, so
+    that a script which never imported JAX does not import it just to name them."""
+    return isinstance(error, (ValueError, RuntimeError)) and type(error).__module__.startswith("lstm.")
+
+
+# What config_flags raises for `--config.model.widht=3`, an unparsable value or a config file
+# that does not load.
+_CONFIG_ERRORS = (AttributeError, KeyError, ValueError, TypeError, OSError, SyntaxError)
+
+
+def _fail_config(error: Exception):
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    overrides = [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--config.")]
+    fail(f"bad config override {' '.join(overrides)}: {detail}" if overrides else f"bad flag: {detail}")
+
+
+def define_config_flag(default: str, help_text: str):
+    """The script's --config (a config file; any field overridable as --config.train.batch_size=32)
+    and --config_help, which `run` answers by listing the fields; returns --config's holder."""
+    from ml_collections import config_flags
+    try:
+        holder = config_flags.DEFINE_config_file(
+            "config", default, f"{help_text} Change any field with --config.FIELD=VALUE, e.g. "
+            "--config.train.batch_size=32; --config_help lists them.")
+    except _CONFIG_ERRORS as error:  # without --config=, the default loads, overrides and all, here
+        _fail_config(error)
+    flags.DEFINE_bool("config_help", False, "Print every field of the --config file with its value "
+                      "and the reason for it, and exit.")
+    return holder
 
 
 def run(main) -> None:
-    """Parses flags once, with flag errors (unknown flags, typo'd config keys, bad values) on one
-    line instead of absl's usage dump or a traceback, then calls `main(argv)`."""
+    """Answers --help/-h (the script's docstring and own flags) before anything is imported,
+    parses flags once, with flag errors (unknown flags, typo'd config keys, bad values) on one
+    line instead of absl's usage dump or a traceback, answers --config_help, then calls
+    `main(argv)`."""
+    arguments = sys.argv[1:sys.argv.index("--")] if "--" in sys.argv else sys.argv[1:]
+    if any(arg in HELP_ARGS for arg in arguments):
+        from lstm import usage
+        # absl files the flags of the script being run under its path, not "__main__".
+        name = sys.argv[0] if main.__module__ == "__main__" else main.__module__
+        sys.stdout.write(usage.script_help(main.__globals__.get("__doc__"),
+                                           flags.FLAGS.get_key_flags_for_module(name)))
+        sys.exit(0)
     for arg in sys.argv[1:]:
         # config_flags reports a missing config file only as "failed loading config_config".
         if arg.startswith("--config=") and not os.path.isfile(arg.split("=", 1)[1]):
@@ -44,12 +93,18 @@ def run(main) -> None:
         argv = flags.FLAGS(sys.argv)
     except flags.Error as error:
         fail(str(error).splitlines()[0])
-    except (AttributeError, KeyError, ValueError, TypeError, OSError, SyntaxError) as error:
-        # config_flags raises these for `--config.model.widht=3`, an unparsable value or a
-        # config file that does not load.
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        overrides = [a.split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--config.")]
-        fail(f"bad config override {' '.join(overrides)}: {detail}" if overrides else f"bad flag: {detail}")
+    except _CONFIG_ERRORS as error:
+        _fail_config(error)
+    if "config_help" in flags.FLAGS:  # the script took define_config_flag's --config
+        from ml_collections import config_flags
+        config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+        if not os.path.isfile(config_file):  # the default, named relative to the repository root
+            fail(f"config file {config_file} not found from {os.getcwd()}; run from the repository "
+                 "root or pass --config=PATH")
+        if flags.FLAGS.config_help:
+            from lstm import usage
+            sys.stdout.write(usage.config_help(flags.FLAGS["config"].value, config_file))
+            sys.exit(0)
     logging.use_absl_handler()
     main(argv)
 

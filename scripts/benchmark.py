@@ -93,10 +93,8 @@ def main(argv):
     for name in ("repeats", "length"):
         if flags.FLAGS[name].value < 1:
             cli.fail(f"--{name} must be >= 1")
-    try:
+    with cli.one_line_errors(ValueError):  # ValueError: a bad --encodings or --batch_sizes value
         record, table = SECTIONS[argv[1]]()
-    except ValueError as error:  # a bad --encodings or --batch_sizes value
-        cli.fail(str(error).strip().splitlines()[0])
     print(json.dumps(record) if _JSON.value else table)
 
 

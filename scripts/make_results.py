@@ -102,7 +102,7 @@ def main(argv):
     unknown = sorted(set(_TIME_PLOTS.value) - set(plots))
     if unknown:
         cli.fail(f"--time_plots names {unknown[0]!r}, which no --plot defines")
-    try:
+    with cli.one_line_errors(results.ResultsError):
         summaries = [results.summarize_run(w, label) for label, w in runs.items()]
         table = results.markdown_table(summaries, _COLUMNS.value or results.DEFAULT_COLUMNS)
         written = {}
@@ -123,8 +123,6 @@ def main(argv):
         by_epoch = dict(zip(epoch_runs[1], losses)) if epoch_runs else {}
         epoch_table = results.epoch_table(*epoch_runs, losses=losses) if epoch_runs else ""
         val_table = results.validation_table(val_run) if val_run else ""
-    except (results.ResultsError, OSError) as error:
-        cli.fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     if _JSON.value:
         print(json.dumps({"runs": summaries, "plots": written, "samples": samples,
                           "epoch_losses": by_epoch}, indent=1))

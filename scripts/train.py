@@ -2,6 +2,7 @@
 
 Flags: --config (a config file; override any field with --config.train.batch_size=32) and
 --workdir (default runs/<config name>). Running the same command again resumes.
+`--config_help` lists every config field with its default and the reason for it.
 """
 import os
 import sys
@@ -10,11 +11,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from lstm import cli  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Training configuration file.")
+_CONFIG = cli.define_config_flag("configs/default.py", "Training configuration file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go (default runs/<config name>).")
 
 
@@ -24,7 +24,8 @@ def main(argv):
     from lstm import train
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.name)
-    with cli.one_line_errors():
+    with cli.one_line_errors(interrupted="interrupted; run the same command again to resume from "
+                                         "the latest checkpoint"):
         summary = train.train_and_evaluate(config, workdir)
     print(cli.format_summary(summary, workdir))
 

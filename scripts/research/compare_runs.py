@@ -29,12 +29,10 @@ def main(argv):
     if len(_WORKDIRS.value) != 2:
         cli.fail(f"--workdir takes two workdirs separated by a comma, not {len(_WORKDIRS.value)}")
     from lstm.analysis import provenance, results
-    try:
+    with cli.one_line_errors(results.ResultsError):
         records = [results.load_run(workdir)[0] for workdir in _WORKDIRS.value]
-    except results.ResultsError as error:
-        cli.fail(str(error))
-    comparison = provenance.compare(*records)
-    environments = [provenance.environments(r) for r in records]
+        comparison = provenance.compare(*records)
+        environments = [provenance.environments(r) for r in records]
     if _JSON.value:
         print(json.dumps({"workdirs": _WORKDIRS.value, **comparison._asdict(),
                           "environments": [[e["environment"] for e in envs] for envs in environments]},

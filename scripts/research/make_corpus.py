@@ -11,20 +11,26 @@ end. Generated corpora are never committed: write them to /tmp or an ignored fol
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from lstm import cli  # noqa: E402
+
 DEFAULT_SOURCES = (str(ROOT / "data" / "wonderland.txt"),)
 LINES_PER_BLOCK = 1 << 15  # ~2 MB of text per write
 SPLICE_PROBABILITY = 0.5
+
+_CHARS = flags.DEFINE_integer("chars", None, "Characters to write (exactly).", required=True)
+_OUT = flags.DEFINE_string("out", None, "Output file (keep it out of git: /tmp or data/).", required=True)
+_SEED = flags.DEFINE_integer("seed", 0, "Picks the lines and the splices: the same seed, the same bytes.")
+_SOURCES = flags.DEFINE_multi_string("source", None, "A UTF-8 text whose lines are sampled "
+                                     "(default data/wonderland.txt, Alice).")
 
 
 def source_lines(paths) -> list[str]:
@@ -63,45 +69,31 @@ def make_corpus(out, num_chars: int, seed: int = 0, sources=DEFAULT_SOURCES) -> 
     """Writes exactly `num_chars` characters (UTF-8) to `out`; returns the bytes written."""
     if num_chars < 1:
         raise SystemExit(f"error: --chars must be >= 1; got {num_chars}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    from lstm import files
     written_chars = written_bytes = 0
-    try:
-        with os.fdopen(fd, "wb") as file:
-            for block in pieces(source_lines(sources), seed):
-                block = block[:num_chars - written_chars]
-                payload = block.encode("utf-8")
-                file.write(payload)
-                written_chars += len(block)
-                written_bytes += len(payload)
-                if written_chars == num_chars:
-                    break
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise whoever reads it next
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with files.atomic_writer(out) as file:
+        for block in pieces(source_lines(sources), seed):
+            block = block[:num_chars - written_chars]
+            payload = block.encode("utf-8")
+            file.write(payload)
+            written_chars += len(block)
+            written_bytes += len(payload)
+            if written_chars == num_chars:
+                break
     return written_bytes
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chars", type=int, required=True, help="characters to write (exactly)")
-    parser.add_argument("--out", required=True, help="output file (keep it out of git: /tmp or data/)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", action="append", default=None,
-                        help="a UTF-8 text whose lines are sampled (repeatable; default Alice)")
-    args = parser.parse_args(argv)
-    sources = args.source or DEFAULT_SOURCES
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    sources = _SOURCES.value or DEFAULT_SOURCES
     for path in sources:
         if not Path(path).is_file():
-            raise SystemExit(f"error: source {path} not found (`make data` copies the corpora)")
-    size = make_corpus(args.out, args.chars, args.seed, sources)
-    print(f"wrote {args.chars:,} characters ({size:,} bytes) to {args.out}")
+            cli.fail(f"source {path} not found (`make data` copies the corpora)")
+    with cli.one_line_errors():
+        size = make_corpus(_OUT.value, _CHARS.value, _SEED.value, sources)
+    print(f"wrote {_CHARS.value:,} characters ({size:,} bytes) to {_OUT.value}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -14,32 +14,38 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from lstm import train  # noqa: E402
-from lstm.analysis import viz  # noqa: E402
+from lstm import cli  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir; unset: train configs/tiny.py in a temporary folder.")
-_OUT = flags.DEFINE_string("out", os.path.join(ROOT, "docs", "images", "word_boundary_unit.png"), "Where the image goes.")
+_WORKDIR = flags.DEFINE_string("workdir", None,
+                               "A trained workdir; unset: train configs/tiny.py in a temporary folder.")
+_OUT = flags.DEFINE_string("out", os.path.join(ROOT, "docs", "images", "word_boundary_unit.png"),
+                           "Where the image goes.")
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    from lstm import train
+    from lstm.analysis import viz
     os.chdir(ROOT)  # the configs' data paths are relative to the repository root
     workdir = _WORKDIR.value
-    if workdir is None:
-        from configs import tiny
-        workdir = tempfile.mkdtemp(prefix="readme-images-")
-        train.train_and_evaluate(tiny.get_config(), workdir)
-    model, vocab, config = train.load_model(workdir)
-    text = viz.held_out_text(config, 600)
-    traces = viz.trace_text(model, vocab, text)
-    best = viz.best_unit(traces, viz.word_boundary(text))
-    h = traces[best["layer"] - 1]["h"][:, best["unit"]]
-    fig = viz.text_heatmap(text, h, span=(100, 500), title=f"layer {best['layer']}, unit {best['unit']}: r = {best['r']:.2f}")
-    fig.savefig(_OUT.value, dpi=100)
+    with cli.one_line_errors():
+        if workdir is None:
+            from configs import tiny
+            workdir = tempfile.mkdtemp(prefix="readme-images-")
+            train.train_and_evaluate(tiny.get_config(), workdir)
+        model, vocab, config = train.load_model(workdir)
+        text = viz.held_out_text(config, 600)
+        traces = viz.trace_text(model, vocab, text)
+        best = viz.best_unit(traces, viz.word_boundary(text))
+        h = traces[best["layer"] - 1]["h"][:, best["unit"]]
+        fig = viz.text_heatmap(text, h, span=(100, 500),
+                               title=f"layer {best['layer']}, unit {best['unit']}: r = {best['r']:.2f}")
+        fig.savefig(_OUT.value, dpi=100)
     print(f"{_OUT.value}: layer {best['layer']}, unit {best['unit']}, r = {best['r']:.3f}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

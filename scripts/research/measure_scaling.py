@@ -22,7 +22,6 @@ line (also written to --json if given).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,8 +33,28 @@ import threading
 import time
 from pathlib import Path
 
+from absl import flags
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from lstm import cli  # noqa: E402
+
+_CORPUS = flags.DEFINE_string("corpus", "/tmp/lstm_scaling/corpus_500M.txt",
+                              "The large corpus (scripts/research/make_corpus.py makes one).")
+_SMALL = flags.DEFINE_string("small", str(ROOT / "data" / "wonderland.txt"),
+                             "The small corpus whose run is the model's own baseline.")
+_SECTIONS = flags.DEFINE_list("sections", ["encode", "train", "allreduce"], "The measurements to make.")
+_CONFIGS = flags.DEFINE_list("configs", ["small"], "Names under configs/ (encode uses the first).")
+_STEPS = flags.DEFINE_integer("steps", 300, "train: steps of each run.")
+_LOG_EVERY = flags.DEFINE_integer("log_every", 25, "train: steps between logged steps, the rate's intervals.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "train: runs of each config on each corpus.")
+_COLLECTIVE_DEVICES = flags.DEFINE_integer(
+    "collective_devices", 4, "allreduce: simulated CPU devices the step is compiled for (1: skip).")
+_WORKDIR_ROOT = flags.DEFINE_string("workdir_root", None, "train: where the runs go (default: a new folder in /tmp).")
+_JSON = flags.DEFINE_string("json", None, "Also write the JSON record to this file.")
+_WORKER = flags.DEFINE_string("worker", None, "Internal: one measurement's JSON spec; the script runs "
+                              "itself with it in a fresh process for each measurement.")
 
 RESULT_PREFIX = "MEASURE_SCALING_RESULT "
 STATUS_FIELDS = ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem")
@@ -109,7 +128,7 @@ def collectives_worker(spec: dict) -> dict:
     what crosses between them."""
     import jax
     import numpy as np
-    from lstm import cli, distributed, train
+    from lstm import distributed, train
     mesh = distributed.data_mesh()
     by_batch, everywhere = distributed.batch_sharding(mesh, batch_axis=1), distributed.replicated(mesh)
     out = {"devices": jax.device_count(), "configs": {}}
@@ -132,7 +151,7 @@ def worker(spec: dict) -> dict:
         return collectives_worker(spec)
     import jax
     jax.devices()  # start the backend first: its memory is part of the baseline
-    from lstm import cli, data, train
+    from lstm import data, train
     result = {"after_import": read_status()}
     config = cli.load_config_file(ROOT / "configs" / f"{spec['config']}.py", spec.get("overrides", {}))
     with PeakSampler() as sampler:
@@ -210,9 +229,9 @@ def drop_cache_of(corpus: Path) -> list[str]:
     return removed
 
 
-def encode_section(args) -> list[dict]:
-    corpus = Path(args.corpus).resolve()
-    spec = {"kind": "encode", "config": args.configs[0], "overrides": {"data.path": str(corpus)}}
+def encode_section() -> list[dict]:
+    corpus = Path(_CORPUS.value).resolve()
+    spec = {"kind": "encode", "config": _CONFIGS.value[0], "overrides": {"data.path": str(corpus)}}
     removed = drop_cache_of(corpus)
     rows = []
     for label in ("first call (encodes)", "second call (cache hit)"):
@@ -223,16 +242,18 @@ def encode_section(args) -> list[dict]:
     return rows
 
 
-def train_section(args) -> list[dict]:
+def train_section() -> list[dict]:
+    import tempfile
+    workdir_root = _WORKDIR_ROOT.value or tempfile.mkdtemp(prefix="lstm_scaling_runs_")
     rows = []
-    for name in args.configs:
-        for repeat in range(args.repeats):
-            for label, path in (("small", args.small), ("large", args.corpus)):
-                workdir = Path(args.workdir_root) / f"{name}_{label}_{repeat}"
+    for name in _CONFIGS.value:
+        for repeat in range(_REPEATS.value):
+            for label, path in (("small", _SMALL.value), ("large", _CORPUS.value)):
+                workdir = Path(workdir_root) / f"{name}_{label}_{repeat}"
                 if workdir.exists():  # a leftover run would be resumed, not measured
                     raise SystemExit(f"error: {workdir} exists; remove it or pick --workdir_root")
-                overrides = {"data.path": str(Path(path).resolve()), "train.max_steps": args.steps,
-                             "train.log_every_steps": args.log_every, "train.eval_every_steps": 0,
+                overrides = {"data.path": str(Path(path).resolve()), "train.max_steps": _STEPS.value,
+                             "train.log_every_steps": _LOG_EVERY.value, "train.eval_every_steps": 0,
                              "checkpoint.every_steps": 10**9}
                 result = run_worker({"kind": "train", "config": name, "overrides": overrides,
                                      "workdir": str(workdir)})
@@ -243,14 +264,14 @@ def train_section(args) -> list[dict]:
     return rows
 
 
-def allreduce_section(args) -> list[dict]:
+def allreduce_section() -> list[dict]:
     """Parameter count of each config's model on its own corpus's vocabulary, the bytes of the
     one gradient all-reduce per data-parallel step (gradients are float32, like params), and
     what the compiled step on --collective_devices simulated CPU devices actually exchanges."""
     import jax
     import numpy as np
     from flax import nnx
-    from lstm import cli, data, train
+    from lstm import data, train
     rows = []
     for name in ALLREDUCE_CONFIGS:
         config = cli.load_config_file(ROOT / "configs" / f"{name}.py")
@@ -263,10 +284,10 @@ def allreduce_section(args) -> list[dict]:
                      "hidden_sizes": list(config.model.hidden_sizes), "encoding": config.model.encoding,
                      "parameters": count, "gradient_bytes": nbytes,
                      "global_batch": config.train.batch_size, "tensors": len(leaves)})
-    if args.collective_devices > 1:
-        flags = f"--xla_force_host_platform_device_count={args.collective_devices}"
+    if _COLLECTIVE_DEVICES.value > 1:
+        xla_flags = f"--xla_force_host_platform_device_count={_COLLECTIVE_DEVICES.value}"
         compiled = run_worker({"kind": "collectives", "configs": {r["config"]: r["vocab_size"] for r in rows}},
-                              {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip(),
+                              {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + xla_flags).strip(),
                                "JAX_PLATFORMS": "cpu"})  # simulated devices, whatever the machine has
         for row in rows:
             row["compiled_devices"] = compiled["devices"]
@@ -327,48 +348,34 @@ def format_table(record: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--corpus", default="/tmp/lstm_scaling/corpus_500M.txt",
-                        help="the large corpus (scripts/research/make_corpus.py makes one)")
-    parser.add_argument("--small", default=str(ROOT / "data" / "wonderland.txt"),
-                        help="the small corpus whose run is the model's own baseline")
-    parser.add_argument("--sections", default="encode,train,allreduce")
-    parser.add_argument("--configs", default="small", help="comma-separated names under configs/")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--log_every", type=int, default=25)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--collective_devices", type=int, default=4,
-                        help="allreduce: simulated CPU devices the step is compiled for (1: skip)")
-    parser.add_argument("--workdir_root", default=None, help="default: a new folder in /tmp")
-    parser.add_argument("--json", help="also write the JSON record here")
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(RESULT_PREFIX + json.dumps(worker(json.loads(args.worker))), flush=True)
+SECTIONS = {"encode": encode_section, "train": train_section, "allreduce": allreduce_section}
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _WORKER.value:
+        print(RESULT_PREFIX + json.dumps(worker(json.loads(_WORKER.value))), flush=True)
         return
-    args.configs = args.configs.split(",")
-    sections = args.sections.split(",")
-    unknown = set(sections) - {"encode", "train", "allreduce"}
+    unknown = set(_SECTIONS.value) - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"error: unknown section(s) {', '.join(sorted(unknown))}")
-    if {"encode", "train"} & set(sections) and not Path(args.corpus).is_file():
-        raise SystemExit(f"error: {args.corpus} not found; make it with scripts/research/make_corpus.py")
-    if args.workdir_root is None:
-        import tempfile
-        args.workdir_root = tempfile.mkdtemp(prefix="lstm_scaling_runs_")
+        cli.fail(f"unknown section(s) {', '.join(sorted(unknown))}")
+    if {"encode", "train"} & set(_SECTIONS.value) and not Path(_CORPUS.value).is_file():
+        cli.fail(f"{_CORPUS.value} not found; make it with scripts/research/make_corpus.py")
+    if {"encode", "train"} & set(_SECTIONS.value) and not _CONFIGS.value:
+        cli.fail("--configs needs at least one name under configs/")
     from lstm import environment
     record = {"machine": environment.describe_machine(), "date": time.strftime("%Y-%m-%d"),
               "argv": sys.argv[1:], "rows": []}
-    for name, section in (("encode", encode_section), ("train", train_section),
-                          ("allreduce", allreduce_section)):
-        if name in sections:
-            record["rows"] += section(args)
-    print(format_table(record))
-    if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1))
+    with cli.one_line_errors():
+        for name, section in SECTIONS.items():
+            if name in _SECTIONS.value:
+                record["rows"] += section()
+        print(format_table(record))
+        if _JSON.value:
+            Path(_JSON.value).write_text(json.dumps(record, indent=1))
     print(json.dumps(record))
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)
