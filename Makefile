@@ -7,7 +7,7 @@ SHARED_DATA := ../shared/data
 # pytest-xdist processes for `make test`; CI's machine has 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: setup data train test clean
+.PHONY: setup data train test lint clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ train: setup data
 
 test: setup data
 	$(PY) -m pytest tests -n $(TEST_WORKERS)
+
+lint: setup
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) runs
