@@ -4,6 +4,10 @@ A workdir's `checkpoints/` folder is self-describing: Orbax step folders hold th
 and a small JSON `extra` (epoch, data position, histories), and `config.json` / `vocab.json`
 beside them let the sampler rebuild the model from that folder alone.
 
+Damage: `restore` checks a step against the checksums `save` wrote beside it (lstm/integrity.py)
+before Orbax reads anything, so a damaged step is one `UnreadableCheckpoint` line; a resume
+moves unreadable steps to checkpoints/unreadable/ and continues from the newest readable one.
+
 Multi-host: every process calls `save` and `restore`; Orbax coordinates which process writes
 what, so nothing here is gated on the process index except the files Orbax does not manage.
 """
@@ -23,9 +27,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from lstm import files, integrity
+
 CHECKPOINTS = "checkpoints"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
+UNREADABLE = "unreadable"  # checkpoints/unreadable/<step>: steps a resume set aside
 _METRIC = "metric"
 _UNSET = object()
 
@@ -34,15 +41,33 @@ class CheckpointError(ValueError):
     """A checkpoint problem the user can act on; str(e) is one line for the terminal."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A step whose files are damaged, truncated or missing: `step` and `reason` (one line)."""
+
+    def __init__(self, directory, step: int, reason: str):
+        self.step, self.reason = int(step), reason
+        super().__init__(f"checkpoint step {step} in {directory} is unreadable: {reason}")
+
+
+# Orbax logs these when a step's _CHECKPOINT_METADATA is missing or damaged (the last with the
+# whole file's content), then carries on; restore() reports that damage itself, on one line.
+_REPORTED_BY_RESTORE = ("Metadata file does not exist", "Failed to read Metadata file",
+                        "Failed to json parse Metadata file")
+
+
 class _QuietOrbax(std_logging.Filter):
-    """Drops Orbax's INFO chatter (a dozen lines per save) and its warning that a save carried
-    no metric, which is how latest-only checkpoints are saved on purpose; other warnings pass."""
+    """Drops Orbax's INFO chatter (a dozen lines per save), its warning that a save carried
+    no metric, which is how latest-only checkpoints are saved on purpose, and its errors about
+    damage that restore() reports; other warnings pass."""
 
     def filter(self, record):
         if f"{os.sep}orbax{os.sep}" not in record.pathname:
             return True
+        message = record.getMessage()
         return (
-            record.levelno >= std_logging.WARNING and "provide metrics" not in record.getMessage()
+            record.levelno >= std_logging.WARNING
+            and "provide metrics" not in message
+            and not message.startswith(_REPORTED_BY_RESTORE)
         )
 
 
@@ -53,10 +78,23 @@ def _metric_of(metrics):
     return metrics[_METRIC]
 
 
-def _describe(error):
-    """The first line of an Orbax/TensorStore error, without the JSON spec TensorStore appends."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text.split(" [tensorstore_spec=")[0][:400]
+class _Manager(ocp.CheckpointManager):
+    """Orbax's manager reads every step's metrics when it opens, and one undecodable metrics
+    file would make the whole workdir unopenable, for every step, with a bare JSON error. Here
+    such a step counts as having no metric, and is remembered in `damaged_metrics` so that
+    best_step() refuses to rank without it and a resume sets the step aside."""
+
+    def __init__(self, *args, **kwargs):
+        self.damaged_metrics = {}  # before Orbax's __init__, which reads the metrics
+        super().__init__(*args, **kwargs)
+
+    # Orbax 0.12's private hook; tests/test_damaged_checkpoints.py notices if it goes.
+    def _get_metrics(self, step):
+        try:
+            return super()._get_metrics(step)
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            self.damaged_metrics[step] = f"metrics/metrics is damaged ({integrity.describe_error(e)})"
+            return None
 
 
 class Checkpointer:
@@ -98,7 +136,7 @@ class Checkpointer:
             create=False,  # the sampler must not litter a mistyped workdir; save() creates it
         )
         # Handlers named up front so item_metadata() works before the first restore.
-        self._manager = ocp.CheckpointManager(
+        self._manager = _Manager(
             self.directory,
             options=options,
             item_handlers={
@@ -112,7 +150,12 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step with the best metric, or None when no step carries one."""
+        """The step with the best metric, or None when no step carries one. A step whose
+        metrics cannot be read might be the best: refused rather than ranked without it."""
+        for step, reason in sorted(self._manager.damaged_metrics.items()):
+            if step in self.all_steps():
+                raise UnreadableCheckpoint(self.directory, step, f"{reason}; the best step "
+                                           "cannot be told without it")
         return self._manager.best_step()
 
     def all_steps(self) -> list[int]:
@@ -146,10 +189,13 @@ class Checkpointer:
             force=True,
         )  # the step check above stands in for Orbax's save-interval policy
         self._manager.wait_until_finished()
+        if jax.process_index() == 0:  # Orbax has committed every process's files by now
+            integrity.write_checksums(self._step_dir(step))
 
     def restore(self, target, which: str | int = "latest") -> tuple[int, object, dict]:
         """Returns (step, state, extra) for `which` ("latest", "best" or a step number), the
-        state shaped, typed and sharded like `target` (arrays or jax.ShapeDtypeStruct leaves)."""
+        state shaped, typed and sharded like `target` (arrays or jax.ShapeDtypeStruct leaves).
+        A damaged step is an UnreadableCheckpoint naming it; no other step is tried."""
         named = {"latest": self.latest_step, "best": self.best_step}
         if which in named:
             step = named[which]()
@@ -161,6 +207,8 @@ class Checkpointer:
             raise CheckpointError(f"no {which} checkpoint to restore in {self.directory}")
         if step not in self.all_steps():
             raise CheckpointError(f"no checkpoint for step {step} in {self.directory}")
+        integrity.verify_step(self._step_dir(step),
+                              lambda reason: UnreadableCheckpoint(self.directory, step, reason))
         self._check_matches(step, target)
         try:
             restored = self._manager.restore(
@@ -170,10 +218,58 @@ class Checkpointer:
                 ),
             )
         except Exception as e:  # Orbax and TensorStore raise many types; the user needs one line
-            raise CheckpointError(
-                f"checkpoint step {step} in {self.directory} is unreadable: " f"{_describe(e)}"
-            ) from e
+            raise UnreadableCheckpoint(self.directory, step, integrity.describe_error(e)) from e
         return step, restored["state"], dict(restored["extra"] or {})
+
+    def restore_for_resume(self, target) -> tuple[int, object, dict, list]:
+        """restore() of the newest readable step, for a resume: returns (step, state, extra,
+        set_aside), where set_aside lists (UnreadableCheckpoint, folder) for each step that
+        could not be read and was moved to `checkpoints/unreadable/` (kept for inspection, out
+        of the way of the steps the resumed run saves). Steps are tried newest first; anything
+        but damage (another config's checkpoint) stops the search. None readable: a
+        CheckpointError, and nothing moved."""
+        if not self.all_steps():
+            raise CheckpointError(f"no checkpoint to resume from in {self.directory}")
+        failures = {}
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                restored = self.restore(target, step)
+                break
+            except UnreadableCheckpoint as e:
+                failures[step] = e
+        else:
+            newest = failures[max(failures)]
+            others = sorted(failures, reverse=True)[1:]
+            also = f"; steps {', '.join(map(str, others))} are unreadable too" if others else ""
+            raise CheckpointError(
+                f"cannot resume in {self.workdir}: checkpoint step {newest.step} is unreadable "
+                f"({newest.reason}){also}; move {self.directory} aside to start afresh"
+            )
+        # Steps whose metrics are damaged are unreadable too, and Orbax would delete them once
+        # unranked; each resume sets them aside with the rest.
+        for step, reason in self._manager.damaged_metrics.items():
+            if step in self.all_steps() and step not in failures:
+                failures[step] = UnreadableCheckpoint(self.directory, step, reason)
+        set_aside = [(failures[step], self._set_aside(step)) for step in sorted(failures)]
+        if set_aside:
+            ocp.multihost.sync_global_processes("lstm_checkpoint_set_aside")
+            self._manager.reload()
+        return (*restored, set_aside)
+
+    def _step_dir(self, step: int) -> Path:
+        return self.directory / str(step)  # Orbax's default step name format: the bare number
+
+    def _set_aside(self, step: int) -> Path:
+        """Moves step `step` to checkpoints/unreadable/<step> (<step>.2, ... if taken)."""
+        folder = self.directory / UNREADABLE / str(step)
+        for suffix in range(2, 1000):
+            if not folder.exists():
+                break
+            folder = folder.with_name(f"{step}.{suffix}")
+        if jax.process_index() == 0:
+            folder.parent.mkdir(exist_ok=True)
+            os.rename(self._step_dir(step), folder)
+        return folder
 
     def _check_matches(self, step: int, target) -> None:
         """Compares names, shapes and dtypes with the step's metadata before any array is read,
@@ -181,9 +277,7 @@ class Checkpointer:
         try:
             saved_tree = self._manager.item_metadata(step)["state"].tree
         except Exception as e:
-            raise CheckpointError(
-                f"checkpoint step {step} in {self.directory} is unreadable: " f"{_describe(e)}"
-            ) from e
+            raise UnreadableCheckpoint(self.directory, step, integrity.describe_error(e)) from e
         saved = {leaf.name: leaf for leaf in jax.tree.leaves(saved_tree)}
         wanted = {
             ".".join(ocp.tree.str_keypath(path)): leaf
@@ -226,8 +320,8 @@ class Checkpointer:
         json.loads(vocab_json)  # fail here, not later in the sampler
         if jax.process_index() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self.directory / CONFIG_FILE, _to_json(config))
-            _write_atomically(self.directory / VOCAB_FILE, vocab_json)
+            files.write_atomically(self.directory / CONFIG_FILE, _to_json(config))
+            files.write_atomically(self.directory / VOCAB_FILE, vocab_json)
         ocp.multihost.sync_global_processes("lstm_checkpoint_write_meta")  # others may read next
 
     def check_compatible(self, config, vocab_json: str, keys=("model",), upgrade=None) -> None:
@@ -292,12 +386,6 @@ def _to_json(config) -> str:
     config = config.to_dict() if hasattr(config, "to_dict") else config  # ml_collections
     # str() for stray non-JSON values (dtypes, paths): the record stays readable and comparable.
     return json.dumps(config, indent=2, sort_keys=True, default=str)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def _vocab_difference(before, now) -> str:

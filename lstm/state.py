@@ -135,7 +135,10 @@ def unflatten_state(flat: dict, like):
 
 
 def load_state(workdir, which: str | int = "best"):
-    """(graphdef, train state, vocab, config, step) from a workdir's checkpoints alone."""
+    """(graphdef, train state, vocab, config, step) from a workdir's checkpoints alone.
+
+    A damaged `which` is a one-line checkpoint.UnreadableCheckpoint naming its step: no other
+    step is tried in its place, since the caller asked for this one."""
     config, vocab = read_run(workdir)
     graphdef, _, target = init_train_state(config, len(vocab))
     saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best)

@@ -122,12 +122,8 @@ def evaluate(eval_step, params, corpus, num_tokens, config, mesh) -> dict:
     batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
     shard = distributed.batch_sharding(mesh)
     totals = np.zeros(4)
-    for begin in range(0, len(starts), batch):
-        chunk = starts[begin:begin + batch]
-        weights = np.zeros(batch, np.float32)
-        weights[:len(chunk)] = 1.0
-        padded = np.resize(chunk, batch)  # same shape every call: one compilation
-        totals += np.asarray(eval_step(params, corpus, distributed.global_array(padded, shard),
+    for chunk, weights in schedules.padded_batches(starts, batch):
+        totals += np.asarray(eval_step(params, corpus, distributed.global_array(chunk, shard),
                                        distributed.global_array(weights, shard)), np.float64)
     val_loss, tutorial_loss = totals[0] / totals[1], totals[2] / totals[3]
     return {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": tutorial_loss,
@@ -165,14 +161,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
     saver = checkpoint.Checkpointer(workdir, keep_best=config.checkpoint.keep_best, best_mode="min")
     saver.check_compatible(config.to_dict(), vocab.to_json(), upgrade=upgrade_config_dict)
-    step = 0
+    step, set_aside = 0, []
     if saver.latest_step() is not None:
-        step, flat, _ = saver.restore(flatten_state(state), which="latest")
+        try:  # the newest readable step; damaged newer ones are moved out of the run's way
+            step, flat, _, set_aside = saver.restore_for_resume(flatten_state(state))
+        except BaseException:
+            saver.close()
+            raise
         state = unflatten_state(flat, state)
     else:
         saver.write_meta(config=config.to_dict(), vocab_json=vocab.to_json())
     logger = MetricLogger(workdir, total_steps=total_steps, resume_step=step,
                           primary=jax.process_index() == 0)
+    for unreadable, folder in set_aside:
+        logger.message(f"checkpoint step {unreadable.step} is unreadable ({unreadable.reason}); "
+                       f"moved it to {folder}, resuming from step {step}")
     logger.message(f"{config.name}: {len(corpus.train):,} training characters, vocabulary {len(vocab)}, "
                    f"{steps_per_epoch} steps/epoch, {total_steps} steps"
                    + (f", resuming at step {step}" if step else ""))
