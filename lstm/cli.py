@@ -165,6 +165,7 @@ def trained_checkpoints(workdir, which, split: str) -> Iterator[TrainedCheckpoin
     The text is read and checked against the vocabulary once, on the first checkpoint: every
     checkpoint of one run was trained on the same text."""
     from flax import nnx
+
     from lstm import state as train_state
     ids = None
     for choice in which:
@@ -179,6 +180,7 @@ def run_text_ids(config, vocab, split: str):
     cleaned as for training and never downloaded. A DataError if the text no longer gives the
     vocabulary stored with the checkpoints, or if --split=val finds nothing held out."""
     import ml_collections
+
     from lstm import data
     corpus = data.load_corpus(ml_collections.ConfigDict({**config.data.to_dict(), "download": False}))
     if corpus.vocab != vocab:

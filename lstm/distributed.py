@@ -16,7 +16,8 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
 # SLURM_STEP_NODELIST, not SLURM_JOB_ID: a plain run inside an allocation (no srun) is one process.

@@ -5,9 +5,10 @@ count. Measured here (docs/results.md, "Reproducibility"): the same command pinn
 on two VMs differed in the last bit of the loss from step 100 on, and one core against two from
 step 150. Which property of the machine moves the bits is not located (capping XLA's ISA and
 turning off Eigen's threads changed nothing), so the record keeps every candidate: the vector
-extensions and caches that code generation and matmul blocking may follow, and the cores. So training writes `environment()` into metrics.jsonl each time a
-process starts or resumes, and `lstm.analysis.provenance` says where two runs' numbers first
-differ and by how much they drift, epoch by epoch.
+extensions and caches that code generation and matmul blocking may follow, and the cores. So
+training writes `environment()` into metrics.jsonl each time a process starts or resumes, and
+`lstm.analysis.provenance` says where two runs' numbers first differ and by how much they drift,
+epoch by epoch.
 """
 from __future__ import annotations
 

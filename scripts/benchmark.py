@@ -36,7 +36,8 @@ _MATMUL_DTYPES = flags.DEFINE_list("matmul_dtypes", ["float32"],
                                    "train: our step's matmul operand dtypes to time (float32, bfloat16).")
 _BATCH = flags.DEFINE_integer("batch", None, "train: override every shape's batch size (smoke runs).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train: override every shape's window length (smoke runs).")
-_BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100, "sample: characters the tutorial's loop is timed over (0: skip it).")
+_BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100,
+                                       "sample: characters the tutorial's loop is timed over (0: skip it).")
 
 
 def sample_section():
@@ -56,7 +57,8 @@ def sample_section():
 
 def train_section():
     from lstm import environment
-    from lstm.bench import peers as bench_peers, train_step as bench_train
+    from lstm.bench import peers as bench_peers
+    from lstm.bench import train_step as bench_train
     unknown = sorted(set(_PEERS.value) - set(bench_peers.PEERS))
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(bench_peers.PEERS)}")

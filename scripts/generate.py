@@ -32,13 +32,15 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Independent samples, gene
 _RNG = flags.DEFINE_integer("rng", 0, "Random seed: picks the corpus window and the samples.")
 _UNKNOWN = flags.DEFINE_enum("unknown", "error", ["error", "skip"],
                              "Seed characters outside the vocabulary: fail naming them, or drop them.")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object (seed, text, settings, chars_per_s) instead of streaming.")
+_JSON = flags.DEFINE_bool("json", False,
+                          "Print one JSON object (seed, text, settings, chars_per_s) instead of streaming.")
 
 
 def corpus_window(config, rng: int) -> str:
     """A random seq_len window of the training text, like the tutorial's seed."""
     import ml_collections
     import numpy as np
+
     from lstm import data
     cfg = config.data.to_dict()
     if not os.path.isfile(os.path.expanduser(cfg["path"])):

@@ -35,9 +35,12 @@ _REFERENCE = flags.DEFINE_multi_string("reference", [], "NAME:EPOCH:LOSS:LABEL: 
 _TUTORIAL = flags.DEFINE_bool("tutorial_points", True, "Star the tutorial's end point on plots of small/bigger runs.")
 _COLUMNS = flags.DEFINE_list("columns", None, "Table columns (default: the library's DEFAULT_COLUMNS).")
 _SAMPLES = flags.DEFINE_integer("samples", 0, "Print each run's latest N logged samples after the table.")
-_TIME_PLOTS = flags.DEFINE_list("time_plots", [], "Names of --plot figures drawn against seconds of training instead of epochs.")
-_EPOCH_TABLE = flags.DEFINE_string("epoch_table", None, "RUN+RUN…: epoch-mean training losses side by side, with differences from the first.")
-_VAL_TABLE = flags.DEFINE_string("val_table", None, "RUN: each evaluation's validation loss beside the epoch's training loss.")
+_TIME_PLOTS = flags.DEFINE_list(
+    "time_plots", [], "Names of --plot figures drawn against seconds of training instead of epochs.")
+_EPOCH_TABLE = flags.DEFINE_string(
+    "epoch_table", None, "RUN+RUN…: epoch-mean training losses side by side, with differences from the first.")
+_VAL_TABLE = flags.DEFINE_string(
+    "val_table", None, "RUN: each evaluation's validation loss beside the epoch's training loss.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of markdown.")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")

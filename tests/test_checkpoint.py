@@ -16,7 +16,7 @@ import optax
 import pytest
 
 from lstm import checkpoint
-from lstm.checkpoint import CheckpointError, Checkpointer
+from lstm.checkpoint import Checkpointer, CheckpointError
 
 
 class TrainState(NamedTuple):

@@ -16,7 +16,6 @@ import pytest
 from configs import tiny
 from lstm import train
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,7 +123,7 @@ def test_two_process_jax_distributed_run_on_localhost(corpus_path, tmp_path):
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=300) for p in processes]
-    for process, (out, err) in zip(processes, outputs):
+    for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     # Both processes report the same global result, and process 0 alone wrote the metrics.
     val_losses = [out.strip().splitlines()[-1].split("val_loss=")[1].split()[0] for out, _ in outputs]

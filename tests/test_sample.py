@@ -148,7 +148,8 @@ def test_top_k_then_top_p_renormalises_within_the_top_k():
 
 
 def test_settings_change_values_without_recompiling():
-    sample.generate(favoured_step, (), jnp.zeros(2, jnp.int32), jax.random.key(0), 7, sample.traced_settings(1.0, 3, 0.9))
+    sample.generate(favoured_step, (), jnp.zeros(2, jnp.int32), jax.random.key(0), 7,
+                    sample.traced_settings(1.0, 3, 0.9))
     before = sample.generate._cache_size()
     for temperature, top_k, top_p in [(0.0, 1, 0.1), (0.7, 5, 1.0), (3.0, 2, 0.5)]:
         sample.generate(favoured_step, (), jnp.zeros(2, jnp.int32), jax.random.key(0), 7,

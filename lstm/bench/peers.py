@@ -152,9 +152,9 @@ def _pytorch_step(shape: TrainShape, inputs, targets, seed):
 
 # ---------------------------------------------------------------------------------------- flax
 def _flax_step(shape: TrainShape, inputs, targets, seed):
+    import flax
     import jax
     import optax
-    import flax
     from flax import nnx
 
     class Net(nnx.Module):

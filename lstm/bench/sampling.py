@@ -52,7 +52,8 @@ def sampling_rows(length: int = 1000, batch_sizes=(1, 64), encodings=("scaled", 
     for encoding in encodings:
         generator = sample.Generator(_bigger_model(encoding), vocab, unroll=unroll)
         for batch in batch_sizes:
-            call = lambda: generator.generate(seed, length, temperature=temperature, num_samples=batch)
+            call = lambda generator=generator, batch=batch: generator.generate(
+                seed, length, temperature=temperature, num_samples=batch)
             call()
             compile_s = generator.timings["compile_s"]  # the priming and the generation programs
             generate_s = []

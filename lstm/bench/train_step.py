@@ -145,7 +145,7 @@ def train_rows(configs, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int
                 contestants.append(bench_peers.make_peer_step(peer, shape, inputs, targets))
             except PeerUnavailable as reason:
                 rows.append(_row(shape, {"peer": peer, "note": ""}, None, peak, None, skipped=str(reason)))
-        for step, info in contestants:
+        for step, _ in contestants:
             for _ in range(warmup):
                 step()
         times = [[] for _ in contestants]
@@ -156,7 +156,7 @@ def train_rows(configs, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int
                 losses[index] = step()
                 times[index].append(time.perf_counter() - started)
         recurrent = recurrent_matmul_rate(shape.batch, max(shape.hidden_sizes))
-        for (step, info), seconds, loss in zip(contestants, times, losses):
+        for (_, info), seconds, loss in zip(contestants, times, losses):
             rows.append(_row(shape, info, float(np.median(seconds)), peak, recurrent, loss=loss,
                              spread=(min(seconds), max(seconds))))
         log(f"{name}: done")

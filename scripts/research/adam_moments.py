@@ -63,6 +63,7 @@ def _measure(which, eps) -> dict:
     import jax
     import numpy as np
     import orbax.checkpoint as ocp
+
     from lstm import checkpoint, optim, train
     _, state, _, config, step = train.load_state(_WORKDIR.value, which)
     b2 = float(config.train.b2)

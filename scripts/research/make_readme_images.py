@@ -1,6 +1,6 @@
 """Makes the README's notebook image, docs/images/word_boundary_unit.png.
 
-    python scripts/research/make_readme_images.py                  # trains configs/tiny.py (~10 s) in a temporary folder
+    python scripts/research/make_readme_images.py   # trains configs/tiny.py (~10 s) in a temporary folder
     python scripts/research/make_readme_images.py --workdir=runs/tiny
 
 The calls are those of the README's "Use it from a notebook" example, on the tiny config as

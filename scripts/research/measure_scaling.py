@@ -128,6 +128,7 @@ def collectives_worker(spec: dict) -> dict:
     what crosses between them."""
     import jax
     import numpy as np
+
     from lstm import distributed, train
     mesh = distributed.data_mesh()
     by_batch, everywhere = distributed.batch_sharding(mesh, batch_axis=1), distributed.replicated(mesh)
@@ -271,6 +272,7 @@ def allreduce_section() -> list[dict]:
     import jax
     import numpy as np
     from flax import nnx
+
     from lstm import data, train
     rows = []
     for name in ALLREDUCE_CONFIGS:
