@@ -301,6 +301,11 @@ def mib(value) -> str:
     return f"{value / MIB:,.0f}"
 
 
+def peak_rss(peak: dict) -> str:
+    """Peak resident MiB, then its anonymous and file-backed parts."""
+    return f"{mib(peak['VmHWM']):>6} ({mib(peak['RssAnon'])} / {mib(peak['RssFile'])})"
+
+
 def format_table(record: dict) -> str:
     out = [f"machine: {record['machine']}; {record['date']}"]
     rows = record["rows"]
@@ -308,21 +313,15 @@ def format_table(record: dict) -> str:
     if enc:
         out.append("\nencode (load_corpus of the large file)      seconds  peak RSS MiB "
                    "(anon / file)  tokens       vocab  others' cores")
-        for r in enc:
-            p = r["peak"]
-            out.append(f"  {r['run']:<40} {r['seconds']:8.1f}  {mib(p['VmHWM']):>6} ({mib(p['RssAnon'])} / "
-                       f"{mib(p['RssFile'])})      {r['num_tokens']:>11,}  {r['vocab_size']:>5}  "
-                       f"{r['others_cores']:.2f}")
+        out += [f"  {r['run']:<40} {r['seconds']:8.1f}  {peak_rss(r['peak'])}      {r['num_tokens']:>11,}  "
+                f"{r['vocab_size']:>5}  {r['others_cores']:.2f}" for r in enc]
     tr = [r for r in rows if r["section"] == "train"]
     if tr:
         out.append("\ntrain                     steps/s  best interval  (timed)            "
                    "peak RSS MiB (anon / file)  wall s  others' cores")
-        for r in tr:
-            p = r["peak"]
-            out.append(f"  {r['config']:<8} {r['corpus']:<6} #{r['repeat']}  {r['steps_per_s']:7.2f}  "
-                       f"{r['best_interval_steps_per_s']:13.2f}  ({r['timed_steps']} in {r['timed_s']:.1f} s)"
-                       f"  {mib(p['VmHWM']):>6} "
-                       f"({mib(p['RssAnon'])} / {mib(p['RssFile'])})  {r['wall_s']:6.1f}  {r['others_cores']:.2f}")
+        out += [f"  {r['config']:<8} {r['corpus']:<6} #{r['repeat']}  {r['steps_per_s']:7.2f}  "
+                f"{r['best_interval_steps_per_s']:13.2f}  ({r['timed_steps']} in {r['timed_s']:.1f} s)  "
+                f"{peak_rss(r['peak'])}  {r['wall_s']:6.1f}  {r['others_cores']:.2f}" for r in tr]
         for name in dict.fromkeys(r["config"] for r in tr):
             small = [r for r in tr if r["config"] == name and r["corpus"] == "small"]
             large = [r for r in tr if r["config"] == name and r["corpus"] == "large"]
