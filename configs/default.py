@@ -33,6 +33,7 @@ def get_config():
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
     model.matmul_dtype = "float32"  # bfloat16: bf16 matmul operands, float32 accumulation and state (GPU)
     model.gate_activation = "sigmoid"  # hard_sigmoid: Keras 1 / 2.0-2.2's default gates (the tutorial's)
+    model.cell = "lstm"  # the tutorial's cell; peephole, Greff et al.'s ablations, layernorm: lstm/variants.py
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128

@@ -30,6 +30,10 @@ Why the input projection is outside the scan: x_t W_x + b does not depend on h, 
 steps it is one large [B·T, I] × [I, 4H] matmul (or, for one-hot and embedded inputs, a row
 gather from a V×4H table) instead of T small ones inside the sequential loop; the scan is left
 with only h_{t-1} W_h and elementwise work (design.md, principle 1).
+
+`cell=NAME` picks one of the variants of lstm/variants.py (peepholes, Greff et al.'s ablations,
+layer normalisation); `lstm`, the default, is the cell above. Each variant is its step, written
+once; the scan's fast backward is derived from that step (`derived_recurrence` below).
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-GATE_ORDER = ("i", "f", "g", "o")
+from lstm.variants import GATE_ORDER, get_variant, per_group, split_gates
+
 MATMUL_DTYPES = (None, "bfloat16")
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
 
@@ -122,76 +127,103 @@ def unit_forget_bias(hidden_size, dtype=jnp.float32):
     return jnp.concatenate([gates[name] for name in GATE_ORDER])
 
 
-def split_gates(z):
-    """Splits a [..., 4H] pre-activation into its named gate pieces (the one place offsets live)."""
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    return {"i": i, "f": f, "g": g, "o": o}
-
-
 def lstm_step(W_h, state: LSTMState, x_proj, matmul_dtype: str | None = None,
               gate_activation: str = "sigmoid"):
-    """The equations of the module docstring, one line per gate. x_proj = x_t W_x + b, [B, 4H]."""
+    """The equations of the module docstring (`variants.lstm`, one line per gate).
+    x_proj = x_t W_x + b, [B, 4H]."""
+    return cell_step("lstm", W_h, {}, state, x_proj, matmul_dtype, gate_activation)
+
+
+def cell_step(cell: str, W_h, extras, state: LSTMState, x_proj, matmul_dtype=None,
+              gate_activation="sigmoid"):
+    """One step of variant `cell`; extras {name: fused array} are its extra parameters."""
     sigma, _ = gate_activation_and_derivative(gate_activation)
-    z = split_gates(x_proj + matmul(state.h, W_h, matmul_dtype))
-    i = sigma(z["i"])
-    f = sigma(z["f"])
-    g = jnp.tanh(z["g"])
-    o = sigma(z["o"])
-    c = f * state.c + i * g
-    h = o * jnp.tanh(c)
-    return LSTMState(h=h, c=c), Gates(i=i, f=f, g=g, o=o)
+    variant = get_variant(cell)
+    h_proj = matmul(state.h, W_h, matmul_dtype)
+    p = per_group(variant, extras, state.h.shape[-1])
+    h, c, gates = variant.step(p, x_proj, h_proj, state.c, sigma)
+    return LSTMState(h=h, c=c), Gates(**gates)
 
 
 class LSTMCell(nnx.Module):
-    """One LSTM cell with fused parameters `W_x` [I, 4H], `W_h` [H, 4H] and `b` [4H]."""
+    """One LSTM cell with fused parameters `W_x` [I, 4H], `W_h` [H, 4H] and `b` [4H], plus, for
+    `cell` variants that have them, `extras` {name: fused nnx.Param} (lstm/variants.py)."""
 
     def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs,
                  param_dtype=jnp.float32, matmul_dtype: str | None = None,
-                 gate_activation: str = "sigmoid"):
+                 gate_activation: str = "sigmoid", cell: str = "lstm"):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.matmul_dtype = check_matmul_dtype(matmul_dtype)
         gate_activation_and_derivative(gate_activation)  # rejects unknown names here, not at trace time
         self.gate_activation = gate_activation
+        self.cell = cell
+        variant = get_variant(cell)
         self.W_x = nnx.Param(glorot_uniform(rngs.params(), (input_size, 4 * hidden_size), param_dtype))
         self.W_h = nnx.Param(keras_orthogonal(rngs.params(), (hidden_size, 4 * hidden_size), param_dtype))
         self.b = nnx.Param(unit_forget_bias(hidden_size, param_dtype))
+        if variant.extras:  # absent for lstm, so its parameter tree (and checkpoints) stay as they were
+            self.extras = nnx.Dict({
+                name: nnx.Param(jnp.full((len(groups) * hidden_size,), value, param_dtype))
+                for name, (groups, value) in variant.extras.items()})
+
+    def _extras(self) -> dict:
+        extras = {name: param[...] for name, param in getattr(self, "extras", {}).items()}
+        if get_variant(self.cell).normalises_inputs:
+            extras["b"] = self.b[...]
+        return extras
 
     # -- per-gate views, for tests and notebooks -------------------------------------------------
     def gate_params(self) -> dict[str, dict[str, jax.Array]]:
-        """{"i": {"W_x": [I, H], "W_h": [H, H], "b": [H]}, "f": …, "g": …, "o": …}."""
+        """{"i": {"W_x": [I, H], "W_h": [H, H], "b": [H], …extras}, "f": …, "g": …, "o": …}; a
+        variant's extra parameters join their gate (layernorm's cell norm: group "c")."""
         W_x, W_h, b = (split_gates(p[...]) for p in (self.W_x, self.W_h, self.b))
-        return {name: {"W_x": W_x[name], "W_h": W_h[name], "b": b[name]} for name in GATE_ORDER}
+        gates = {name: {"W_x": W_x[name], "W_h": W_h[name], "b": b[name]} for name in GATE_ORDER}
+        extras = {k: v for k, v in self._extras().items() if k != "b"}
+        for group, pieces in per_group(get_variant(self.cell)._replace(normalises_inputs=False),
+                                       extras, self.hidden_size).items():
+            gates.setdefault(group, {}).update(pieces)
+        return gates
 
     def set_gate_params(self, gates: dict[str, dict[str, jax.Array]]) -> None:
         """Inverse of `gate_params()`: writes per-gate pieces back into the fused parameters.
         Gates or pieces left out keep their current values."""
         current = self.gate_params()
         for name, pieces in gates.items():
-            if name not in GATE_ORDER:
-                raise KeyError(f"unknown gate {name!r}; gates are {GATE_ORDER}")
+            if name not in current:
+                raise KeyError(f"unknown gate {name!r}; gates are {tuple(current)}")
             for key, value in pieces.items():
+                if key not in current[name]:
+                    raise KeyError(f"gate {name} has no parameter {key!r}; it has {tuple(current[name])}")
                 expected = current[name][key].shape
                 if jnp.shape(value) != expected:
                     raise ValueError(f"gate {name} {key}: got shape {jnp.shape(value)}, expected {expected}")
                 current[name][key] = jnp.asarray(value)
-        for key, param in (("W_x", self.W_x), ("W_h", self.W_h), ("b", self.b)):
-            fused = jnp.concatenate([current[n][key] for n in GATE_ORDER], axis=-1)
-            param[...] = fused.astype(param[...].dtype)
+        params = {"W_x": self.W_x, "W_h": self.W_h, "b": self.b, **getattr(self, "extras", {})}
+        layout = {key: GATE_ORDER for key in ("W_x", "W_h", "b")}
+        layout |= {name: groups for name, (groups, _) in get_variant(self.cell).extras.items()}
+        for key, groups in layout.items():
+            fused = jnp.concatenate([current[g][key] for g in groups], axis=-1)
+            params[key][...] = fused.astype(params[key][...].dtype)
 
     # -- the computation ----------------------------------------------------------------------------
     def initial_state(self, batch_size: int, dtype=jnp.float32) -> LSTMState:
         zeros = jnp.zeros((batch_size, self.hidden_size), dtype)
         return LSTMState(h=zeros, c=zeros)
 
+    def input_bias(self):
+        """What the input projection adds: b, or 0 where the variant adds b after normalising."""
+        return 0.0 if get_variant(self.cell).normalises_inputs else self.b[...]
+
     def project_inputs(self, x):
         """x [..., I] → x W_x + b [..., 4H]; called once for every time step at once."""
-        return matmul(x, self.W_x[...], self.matmul_dtype) + self.b[...]
+        return matmul(x, self.W_x[...], self.matmul_dtype) + self.input_bias()
 
     def step(self, state: LSTMState, x_proj):
         """One time step from a pre-computed input projection x_proj = x_t W_x + b, [B, 4H].
         Returns the new state and the gate activations."""
-        return lstm_step(self.W_h[...], state, x_proj, self.matmul_dtype, self.gate_activation)
+        return cell_step(self.cell, self.W_h[...], self._extras(), state, x_proj,
+                         self.matmul_dtype, self.gate_activation)
 
     def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False):
         """Runs `step` over time with `jax.lax.scan`.
@@ -201,10 +233,14 @@ class LSTMCell(nnx.Module):
         (final_state, (hs, cs, Gates)) where every array is [T, B, H]. Both paths run the
         same `step`, so traced gates are exactly the ones the forward pass used.
         """
-        W_h, dtype, activation = self.W_h[...], self.matmul_dtype, self.gate_activation
-        if not trace:
+        W_h, dtype, activation, extras = self.W_h[...], self.matmul_dtype, self.gate_activation, self._extras()
+        if trace:
+            final, (hs, cs, gates, _) = _forward(self.cell, W_h, extras, x_proj, state, unroll, dtype,
+                                                 activation)
+            return final, (hs, cs, gates)
+        if self.cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD:
             return recurrence(W_h, x_proj, state, unroll, dtype, activation)
-        return _forward(W_h, x_proj, state, unroll, dtype, activation)
+        return derived_recurrence(W_h, extras, x_proj, state, unroll, dtype, activation, self.cell)
 
 
 # -- the backward pass, written out ------------------------------------------------------------
@@ -220,25 +256,32 @@ class LSTMCell(nnx.Module):
 def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str | None = None,
                gate_activation: str = "sigmoid"):
     """The scanned cell: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
-    final_state, (hs, _, _) = _forward(W_h, x_proj, state, unroll, matmul_dtype, gate_activation)
+    final_state, (hs, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
+                                     gate_activation)
     return final_state, hs
 
 
-def _forward(W_h, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid"):
-    """(final_state, (hs, cs, Gates)), every array [T, B, H]: the one scan both the training
-    path and gate tracing run."""
+def _forward(cell, W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
+             keep_h_proj=False):
+    """(final_state, (hs, cs, Gates, h_projs)), arrays [T, B, H] (h_projs [T, B, 4H], or None
+    unless keep_h_proj): the one scan the training path and gate tracing run."""
     W_h = W_h.astype(matmul_dtype) if matmul_dtype else W_h  # rounded once, not every step
+    sigma, _ = gate_activation_and_derivative(gate_activation)
+    variant = get_variant(cell)
+    p = per_group(variant, extras, state.h.shape[-1])
 
     def body(carry, xp):
         # Closing over W_h as a plain array (not the module) keeps the scan body pure.
-        new_state, gates = lstm_step(W_h, carry, xp, matmul_dtype, gate_activation)
-        return new_state, (new_state.h, new_state.c, gates)
+        h_proj = matmul(carry.h, W_h, matmul_dtype)
+        h, c, gates = variant.step(p, xp, h_proj, carry.c, sigma)
+        return LSTMState(h=h, c=c), (h, c, Gates(**gates), h_proj if keep_h_proj else None)
 
     return jax.lax.scan(body, state, x_proj, unroll=unroll)
 
 
 def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
-    final_state, (hs, cs, gates) = _forward(W_h, x_proj, state, unroll, matmul_dtype, gate_activation)
+    final_state, (hs, cs, gates, _) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
+                                               gate_activation)
     return (final_state, hs), (W_h, state, hs, cs, gates)
 
 
@@ -291,3 +334,69 @@ def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dty
 
 
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# -- the backward pass, derived from the step --------------------------------------------------
+#
+# The same shape as above with the per-step elementwise derivative taken by `jax.vjp` of the
+# variant's own step, so a new variant brings no backward code. The vjp is taken with respect
+# to (x_proj_t, h_proj_t, c_{t-1}, extras): d h_proj_t is dz_t, feeding dW_h (one matmul after the
+# loop) and dh_{t-1} = dz_t W_hᵀ; extras' gradients (H-vectors) are summed in the carry.
+
+# `lstm` keeps the hand-written backward above: it reuses the saved gates where the derived one
+# recomputes the step's nonlinearities, and it measured ~8% faster on the bigger shape, in
+# every one of 8 interleaved rounds (median 0.514 vs 0.554 s/step, 2 shared AMD EPYC cores,
+# `scripts/research/backward_ab.py --rounds=8 --steps=6`). tests/test_variants.py binds the two.
+HAND_WRITTEN_LSTM_BACKWARD = True
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def derived_recurrence(W_h, extras, x_proj, state: LSTMState, unroll: int = 1,
+                       matmul_dtype: str | None = None, gate_activation: str = "sigmoid",
+                       cell: str = "lstm"):
+    """Variant `cell` scanned: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
+    final_state, (hs, *_) = _forward(cell, W_h, extras, x_proj, state, unroll, matmul_dtype,
+                                     gate_activation)
+    return final_state, hs
+
+
+def _derived_fwd(W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell):
+    final_state, (hs, cs, _, h_projs) = _forward(cell, W_h, extras, x_proj, state, unroll,
+                                                 matmul_dtype, gate_activation, keep_h_proj=True)
+    return (final_state, hs), (W_h, extras, x_proj, state, hs, cs, h_projs)
+
+
+def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
+    W_h, extras, x_proj, state, hs, cs, h_projs = residuals
+    d_final, d_hs = cotangents
+    h_prev = jnp.concatenate([state.h[None], hs[:-1]])
+    c_prev = jnp.concatenate([state.c[None], cs[:-1]])
+    W_h_T = W_h.T.astype(matmul_dtype) if matmul_dtype else W_h.T
+    sigma, _ = gate_activation_and_derivative(gate_activation)
+    variant = get_variant(cell)
+    hidden = state.h.shape[-1]
+
+    def new_state(xp, hp, c_before, extras):
+        h, c, _ = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
+        return h, c
+
+    def body(carry, step):
+        dh_next, dc_next, d_extras = carry
+        dh_out, xp, hp, c_before = step
+        _, vjp = jax.vjp(new_state, xp, hp, c_before, extras)
+        d_xp, dz, dc_before, d_step_extras = vjp((dh_out + dh_next, dc_next))
+        d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
+        # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
+        emitted = (dz, d_xp) if variant.normalises_inputs else dz
+        return (matmul(dz, W_h_T, matmul_dtype), dc_before, d_extras), emitted
+
+    zero_extras = jax.tree.map(jnp.zeros_like, extras)
+    steps = (d_hs, x_proj, h_projs, c_prev)
+    (dh0, dc0, d_extras), emitted = jax.lax.scan(
+        body, (d_final.h, d_final.c, zero_extras), steps, reverse=True, unroll=unroll)
+    dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
+    d_W_h = recurrent_weight_gradient(h_prev, dzs, matmul_dtype=matmul_dtype)
+    return d_W_h, d_extras, d_x_proj, LSTMState(h=dh0, c=dc0)
+
+
+derived_recurrence.defvjp(_derived_fwd, _derived_bwd)

@@ -28,13 +28,14 @@ class CharLSTM(nnx.Module):
     Dropout follows every LSTM layer (the tutorial's Dropout(0.2) after each LSTM), and
     optionally the input (the tutorial's extension 6). `matmul_dtype="bfloat16"` runs the
     layers' and the head's matmuls on bfloat16 operands with float32 accumulation (cell.py).
-    `gate_activation="hard_sigmoid"` gives every layer Keras's pre-2.3 gates (cell.py).
+    `gate_activation="hard_sigmoid"` gives every layer Keras's pre-2.3 gates (cell.py), and
+    `cell` picks every layer's variant (lstm/variants.py).
     """
 
     def __init__(self, vocab_size: int, *, hidden_sizes: Sequence[int] = (256,),
                  encoding: str = "scaled", embed_dim: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, unroll: int = 1, matmul_dtype: str | None = None,
-                 gate_activation: str = "sigmoid", rngs: nnx.Rngs):
+                 gate_activation: str = "sigmoid", cell: str = "lstm", rngs: nnx.Rngs):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
         if not hidden_sizes:
@@ -57,7 +58,7 @@ class CharLSTM(nnx.Module):
         layers = []
         for hidden in self.hidden_sizes:
             layers.append(LSTMCell(input_size, hidden, rngs=rngs, matmul_dtype=matmul_dtype,
-                                   gate_activation=gate_activation))
+                                   gate_activation=gate_activation, cell=cell))
             input_size = hidden
         self.layers = nnx.List(layers)
         self.head_W = nnx.Param(glorot_uniform(rngs.params(), (input_size, vocab_size)))
@@ -103,6 +104,7 @@ class CharLSTM(nnx.Module):
         x_proj = self._first_projection(
             time_major, lambda x: drop(x, self.input_dropout, 0), input_dropout_on)
         final_states, traces = [], []
+        hs = None  # the layer below's outputs; the first layer reads the tokens' projection instead
         for index, (layer, layer_state) in enumerate(zip(self.layers, state)):
             if index > 0:
                 x_proj = layer.project_inputs(hs)
@@ -129,23 +131,23 @@ class CharLSTM(nnx.Module):
             # Dropout on a one-hot vector only matters at its hot entry: it zeroes or rescales
             # the whole gathered row, which is exactly a [T, B, 1] mask on the row.
             if not input_dropout_on:
-                return jnp.take(first.W_x[...], time_major_tokens, axis=0) + first.b[...]
+                return jnp.take(first.W_x[...], time_major_tokens, axis=0) + first.input_bias()
             scale = input_dropout(jnp.ones(time_major_tokens.shape + (1,), jnp.float32))
-            return jnp.take(first.W_x[...], time_major_tokens, axis=0) * scale + first.b[...]
+            return jnp.take(first.W_x[...], time_major_tokens, axis=0) * scale + first.input_bias()
         if input_dropout_on:  # the mask acts on the D-wide embedding, so the table trick is off
             x = jnp.take(self.embedding[...], time_major_tokens, axis=0)
             return first.project_inputs(input_dropout(x))
         table = self.embedding[...] @ first.W_x[...]  # V×4H: one small matmul per call
-        return jnp.take(table, time_major_tokens, axis=0) + first.b[...]
+        return jnp.take(table, time_major_tokens, axis=0) + first.input_bias()
 
     def input_table(self):
         """The first layer's input projection for every vocabulary entry, [V, 4H] (bias
         included), or None for `scaled`. Precompute it once for token-by-token decoding."""
         first = self.layers[0]
         if self.encoding == "onehot":
-            return first.W_x[...] + first.b[...]
+            return first.W_x[...] + first.input_bias()
         if self.encoding == "embed":
-            return self.embedding[...] @ first.W_x[...] + first.b[...]
+            return self.embedding[...] @ first.W_x[...] + first.input_bias()
         return None
 
     def decode_step(self, tokens, states, table=None):
@@ -157,7 +159,7 @@ class CharLSTM(nnx.Module):
             x_proj = jnp.take(table, tokens, axis=0)
         else:
             x_proj = self._first_projection(tokens[None], lambda x: x, False)[0]
-        new_states = []
+        new_states, h = [], None  # h: the layer below's output, once there is a layer below
         for index, (layer, state) in enumerate(zip(self.layers, states)):
             if index > 0:
                 x_proj = layer.project_inputs(h)

@@ -18,6 +18,7 @@ from flax import nnx
 from lstm import checkpoint, data, optim
 from lstm.cell import GATE_ACTIVATIONS
 from lstm.model import ENCODINGS, CharLSTM
+from lstm.variants import CELLS
 
 
 class ConfigError(ValueError):
@@ -37,7 +38,7 @@ class TrainState(NamedTuple):
 # Options added after runs were already saved, with the value that reproduces what those runs
 # did. A saved config is upgraded once, when it is read, so the rest of the code sees every
 # option and an old workdir still resumes and samples as before.
-ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid",
+ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid", "model.cell": "lstm",
                  "train.eps_placement": "optax", "train.cpu_devices": 0}
 
 
@@ -78,6 +79,7 @@ def validate_config(config) -> None:
          "model.matmul_dtype must be float32 or bfloat16"),
         (m.gate_activation in GATE_ACTIVATIONS,
          f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
+        (m.cell in CELLS, f"model.cell must be one of {', '.join(CELLS)}"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),
@@ -105,7 +107,7 @@ def build_model(config, vocab_size: int) -> CharLSTM:
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
                     matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
-                    gate_activation=m.gate_activation)
+                    gate_activation=m.gate_activation, cell=m.cell)
 
 
 def init_train_state(config, vocab_size: int, total_steps: int = 1):

@@ -36,3 +36,54 @@ def lstm_sequence(gates, xs, h0, c0, gate_activation="sigmoid"):
 
 def to_numpy_gates(gate_params):
     return {n: {k: np.asarray(v, np.float64) for k, v in piece.items()} for n, piece in gate_params.items()}
+
+
+def layer_norm(a, gain, bias, eps=1e-5):
+    """Ba, Kiros & Hinton (2016), eq. 15-16 (plus the implementation's eps), over the last axis."""
+    mu = a.mean(axis=-1, keepdims=True)
+    sd = np.sqrt(((a - mu) ** 2).mean(axis=-1, keepdims=True) + eps)
+    return gain * (a - mu) / sd + bias
+
+
+def variant_sequence(cell, gates, xs, h0, c0, gate_activation="sigmoid"):
+    """The cell variants, from the papers' equations, in float64, one gate at a time.
+
+    Greff et al. (2017), "LSTM: A Search Space Odyssey", section II (vanilla LSTM, peepholes
+    p_i, p_f on c_{t-1} and p_o on c_t) and section III-B's ablations; Ba et al. (2016), eqs.
+    20-22 for layernorm, whose LN acts on all four gates' pre-activations together. gates as
+    for `lstm_sequence` plus "p" (peepholes) or the LN gains and biases ("c": gain, bias)."""
+    sigma = {"sigmoid": sigmoid, "hard_sigmoid": keras_hard_sigmoid}[gate_activation]
+    p = {n: {k: np.asarray(v, np.float64) for k, v in piece.items()} for n, piece in gates.items()}
+    peep = lambda gate: p[gate].get("p", 0.0)  # np (and lstm) have none: Greff's NP
+    h, c = np.asarray(h0, np.float64), np.asarray(c0, np.float64)
+    record = {k: [] for k in ("i", "f", "g", "o", "c", "h")}
+    order = "ifgo"
+    for t in range(xs.shape[1]):
+        x = np.asarray(xs[:, t], np.float64)
+        if cell == "layernorm":
+            cat = lambda key: np.concatenate([p[n][key] for n in order])
+            Wx = np.concatenate([p[n]["W_x"] for n in order], axis=1)
+            Wh = np.concatenate([p[n]["W_h"] for n in order], axis=1)
+            a = (layer_norm(h @ Wh, cat("gain_h"), cat("bias_h"))
+                 + layer_norm(x @ Wx, cat("gain_x"), cat("bias_x")) + cat("b"))
+            pre = dict(zip(order, np.split(a, 4, axis=-1)))
+            i, f, g = sigma(pre["i"]), sigma(pre["f"]), np.tanh(pre["g"])
+            c_new = f * c + i * g
+            o = sigma(pre["o"])
+            h = o * np.tanh(layer_norm(c_new, p["c"]["gain"], p["c"]["bias"]))
+            c = c_new
+        else:
+            pre = {n: x @ p[n]["W_x"] + h @ p[n]["W_h"] + p[n]["b"] for n in order}
+            z = pre["g"] if cell == "niaf" else np.tanh(pre["g"])  # block input
+            i = np.ones_like(c) if cell == "nig" else sigma(pre["i"] + peep("i") * c)
+            if cell == "cifg":
+                f = 1.0 - i
+            else:
+                f = np.ones_like(c) if cell == "nfg" else sigma(pre["f"] + peep("f") * c)
+            c = z * i + c * f
+            o = np.ones_like(c) if cell == "nog" else sigma(pre["o"] + peep("o") * c)
+            h = (c if cell == "noaf" else np.tanh(c)) * o
+            g = z
+        for name, value in zip("ifgoch", (i, f, g, o, c, h)):
+            record[name].append(value)
+    return {k: np.stack(v, axis=1) for k, v in record.items()}

@@ -1,0 +1,176 @@
+r"""Cell variants: each one its forward step, written once; the fast backward is derived from it.
+
+Every variant shares the fused layout of `lstm.cell` (W_x [I, 4H], W_h [H, 4H], b [4H], gates
+i, f, g, o) and the recurrent projection h_{t-1} W_h, computed by the scan. What a variant
+defines is the elementwise map from the two projections and c_{t-1} to (h_t, c_t) and the gates,
+plus its extra parameters. Below, z_* = x_t W_x* + h_{t-1} W_h* + b_* (the plain pre-activation)
+and σ is the gate activation (sigmoid or hard_sigmoid):
+
+  name       what changes (Greff et al. 2017's names; every ablation is of `peephole`)
+  ---------  ------------------------------------------------------------------------------------
+  lstm       i = σ(z_i)  f = σ(z_f)  g = tanh(z_g)  o = σ(z_o)  c = f⊙c_{t-1} + i⊙g  h = o⊙tanh(c)
+  np         no peepholes: exactly `lstm`
+  peephole   i = σ(z_i + p_i⊙c_{t-1})  f = σ(z_f + p_f⊙c_{t-1})  o = σ(z_o + p_o⊙c_t)
+             (Gers & Schmidhuber 2000; Greff et al.'s "vanilla" LSTM; p_* are H-vectors, init 0)
+  nig        peephole with i ≡ 1                (no input gate; p_i dropped)
+  nfg        peephole with f ≡ 1                (no forget gate; p_f dropped)
+  nog        peephole with o ≡ 1                (no output gate; p_o dropped)
+  niaf       peephole with g = z_g              (no input activation)
+  noaf       peephole with h = o⊙c              (no output activation)
+  cifg       peephole with f = 1 − i            (coupled input and forget gate; p_f dropped)
+  layernorm  z = LN(h_{t-1} W_h; α_h, β_h) + LN(x_t W_x; α_x, β_x) + b, then the `lstm` gates,
+             h = o⊙tanh(LN(c; α_c, β_c))        (Ba, Kiros & Hinton 2016, eqs. 20-22)
+             LN(a; α, β) = α⊙(a − mean(a))/sqrt(var(a) + 1e-5) + β over a's features (all 4H
+             at once for the projections, as in the paper); α init 1, β init 0.
+
+A removed gate keeps its (unused, zero-gradient) blocks of the fused matrices, so every variant
+keeps the one layout, Keras's weight copy and `gate_params()`; traces show it as its constant.
+Extra parameters are named per gate: `gate_params()["i"]["p"]`; layernorm's α_c, β_c sit under
+a fifth group "c", and its b is applied after normalisation, so its `project_inputs` is x W_x.
+
+Left out, and why:
+  fgr (full gate recurrence: i, f, o also see i_{t-1}, f_{t-1}, o_{t-1} through nine H×H
+      matrices) needs the previous gates in the carry, which is (h, c) everywhere: the sampler,
+      the `stateful` objective and checkpoints. Its nine matrices would also want their
+      gradient as one matmul after the loop, like W_h, so it is a change to the scan, not
+      just a new step.
+  GRU has three gates (r, z, n), not four, a single state vector, and h_{t-1} entering its
+      update elementwise as well as through W_h: it would need a second layout, a second
+      carry and its own gate vocabulary in traces and analyses, i.e. a second cell.
+
+Adding a variant is one entry; its backward comes from `jax.vjp` of the step (cell.py), and
+tests/test_variants.py's float64 checks take it once its NumPy equations join numpy_reference.py.
+(`lstm` alone also keeps a hand-written backward, measured faster; a test binds the two.)
+
+    +def leaky(p, x_proj, h_proj, c_prev, sigma):  # e.g. a learned per-unit leak on c
+    +    z = split_gates(x_proj + h_proj)
+    +    i, f, g, o = sigma(z["i"]), sigma(z["f"]), jnp.tanh(z["g"]), sigma(z["o"])
+    +    c = p["f"]["leak"] * f * c_prev + i * g
+    +    h = o * jnp.tanh(c)
+    +    return h, c, {"i": i, "f": f, "g": g, "o": o}
+    +
+     VARIANTS = {
+         ...
+    +    "leaky": Variant(leaky, extras={"leak": (("f",), 1.0)}),
+     }
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
+
+GATE_ORDER = ("i", "f", "g", "o")
+LAYER_NORM_EPS = 1e-5  # Ba et al. write no epsilon; this keeps a constant row finite
+
+
+def split_gates(z):
+    """Splits a [..., 4H] pre-activation into its named gate pieces (the one place offsets live)."""
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return {"i": i, "f": f, "g": g, "o": o}
+
+
+class Variant(NamedTuple):
+    """step(p, x_proj, h_proj, c_prev, σ) → (h, c, {i, f, g, o}): x_proj = x_t W_x (+ b unless
+    normalises_inputs), h_proj = h_{t-1} W_h, p = {group: {name: [H]}} the extra parameters.
+    extras: {name: (groups, initial value)}. normalises_inputs: the step sees the two
+    projections apart (layernorm), so b is its parameter and their gradients differ."""
+
+    step: Callable
+    extras: dict = {}
+    normalises_inputs: bool = False
+
+
+def lstm(p, x_proj, h_proj, c_prev, sigma):
+    z = split_gates(x_proj + h_proj)
+    i = sigma(z["i"])
+    f = sigma(z["f"])
+    g = jnp.tanh(z["g"])
+    o = sigma(z["o"])
+    c = f * c_prev + i * g
+    h = o * jnp.tanh(c)
+    return h, c, {"i": i, "f": f, "g": g, "o": o}
+
+
+def peephole(p, x_proj, h_proj, c_prev, sigma, *, no_input_gate=False, no_forget_gate=False,
+             no_output_gate=False, no_input_activation=False, no_output_activation=False,
+             coupled=False):
+    """Greff et al.'s vanilla LSTM; each keyword is one of their ablations."""
+    z = split_gates(x_proj + h_proj)
+    one = jnp.ones_like(c_prev)
+    i = one if no_input_gate else sigma(z["i"] + p["i"]["p"] * c_prev)
+    if coupled:
+        f = 1 - i
+    else:
+        f = one if no_forget_gate else sigma(z["f"] + p["f"]["p"] * c_prev)
+    g = z["g"] if no_input_activation else jnp.tanh(z["g"])
+    c = f * c_prev + i * g
+    o = one if no_output_gate else sigma(z["o"] + p["o"]["p"] * c)
+    h = o * (c if no_output_activation else jnp.tanh(c))
+    return h, c, {"i": i, "f": f, "g": g, "o": o}
+
+
+def layer_norm(a, gain, bias):
+    mean = a.mean(-1, keepdims=True)
+    var = jnp.square(a - mean).mean(-1, keepdims=True)
+    return gain * (a - mean) * jnp.reciprocal(jnp.sqrt(var + LAYER_NORM_EPS)) + bias
+
+
+def fused(p, name):
+    """A per-gate parameter as one [4H] vector, in gate order."""
+    return jnp.concatenate([p[gate][name] for gate in GATE_ORDER], axis=-1)
+
+
+def layernorm(p, x_proj, h_proj, c_prev, sigma):
+    z = split_gates(layer_norm(h_proj, fused(p, "gain_h"), fused(p, "bias_h"))
+                    + layer_norm(x_proj, fused(p, "gain_x"), fused(p, "bias_x")) + fused(p, "b"))
+    i = sigma(z["i"])
+    f = sigma(z["f"])
+    g = jnp.tanh(z["g"])
+    o = sigma(z["o"])
+    c = f * c_prev + i * g
+    h = o * jnp.tanh(layer_norm(c, p["c"]["gain"], p["c"]["bias"]))
+    return h, c, {"i": i, "f": f, "g": g, "o": o}
+
+
+def _ablation(removed_peepholes=(), **change):
+    gates = tuple(g for g in ("i", "f", "o") if g not in removed_peepholes)
+    step = lambda p, x_proj, h_proj, c_prev, sigma: peephole(p, x_proj, h_proj, c_prev, sigma, **change)
+    return Variant(step, extras={"p": (gates, 0.0)})
+
+
+VARIANTS = {
+    "lstm": Variant(lstm),
+    "np": Variant(lstm),
+    "peephole": _ablation(),
+    "nig": _ablation(("i",), no_input_gate=True),
+    "nfg": _ablation(("f",), no_forget_gate=True),
+    "nog": _ablation(("o",), no_output_gate=True),
+    "niaf": _ablation(no_input_activation=True),
+    "noaf": _ablation(no_output_activation=True),
+    "cifg": _ablation(("f",), coupled=True),
+    "layernorm": Variant(layernorm, normalises_inputs=True, extras={
+        "gain_x": (GATE_ORDER, 1.0), "bias_x": (GATE_ORDER, 0.0),
+        "gain_h": (GATE_ORDER, 1.0), "bias_h": (GATE_ORDER, 0.0),
+        "gain": (("c",), 1.0), "bias": (("c",), 0.0)}),
+}
+CELLS = tuple(VARIANTS)
+
+
+def get_variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {name!r}")
+    return VARIANTS[name]
+
+
+def per_group(variant: Variant, extras: dict, hidden_size: int) -> dict:
+    """{name: fused [len(groups)·H]} → {group: {name: [H]}}, the view steps read. A variant that
+    normalises its inputs also gets its b here, since it adds b after normalising."""
+    layout = dict(variant.extras)
+    if variant.normalises_inputs:
+        layout["b"] = (GATE_ORDER, None)
+    view = {}
+    for name, (groups, _) in layout.items():
+        for index, group in enumerate(groups):
+            view.setdefault(group, {})[name] = extras[name][..., index * hidden_size:(index + 1) * hidden_size]
+    return view
