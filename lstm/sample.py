@@ -61,6 +61,9 @@ class Settings(NamedTuple):
     top_p: jax.Array | float | None = None
 
 
+DEFAULT_SETTINGS = Settings()  # plain sampling at temperature 1, no top-k or top-p
+
+
 def check_settings(length=0, temperature=1.0, top_k=None, top_p=None, num_samples=1) -> None:
     """Raises ValueError with a one-line message for settings that cannot work."""
     if isinstance(length, bool) or int(length) != length or length < 0:
@@ -128,7 +131,7 @@ def _pick(noise, logits, temperature, top_k, top_p):
 
 
 def generate_scan(step_fn: Callable, carry, last_token, key, length: int,
-                  settings: Settings = Settings(), *, start=0, unroll: int = 1,
+                  settings: Settings = DEFAULT_SETTINGS, *, start=0, unroll: int = 1,
                   return_logits: bool = False):
     """Samples `length` tokens with one `lax.scan` (the unjitted body of `generate`).
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,11 +21,22 @@ from flax import nnx
 
 from lstm import checkpoint, data, distributed, environment, sample, schedules
 from lstm.logger import MetricLogger
+
 # The state and the loading of trained runs live in lstm.state; these names stay importable
 # from here, where notebooks and earlier scripts found them.
 from lstm.state import (  # noqa: F401
-    ConfigError, TrainState, build_model, flatten_state, init_train_state, load_model, load_state,
-    unflatten_state, upgrade_config, upgrade_config_dict, validate_config)
+    ConfigError,
+    TrainState,
+    build_model,
+    flatten_state,
+    init_train_state,
+    load_model,
+    load_state,
+    unflatten_state,
+    upgrade_config,
+    upgrade_config_dict,
+    validate_config,
+)
 
 LOG2E = math.log2(math.e)
 

@@ -27,7 +27,7 @@ SHAKESPEARE_S=${SHAKESPEARE_S:-180}  # issue 6: the best validation loss in 3 mi
 PY=${PY:-python3}
 RUNS=runs
 if [ -n "${SMOKE:-}" ]; then  # tiny shapes in a scratch folder: runs/ here stays untouched
-  BENCH_S=120; BIGGER_S=5; SHAKESPEARE_S=5; RUNS="$OUT/smoke_runs"
+  BENCH_S=120; BIGGER_S=2; SHAKESPEARE_S=2; RUNS="$OUT/smoke_runs"
   BENCH_ARGS="--shapes=small --peers= --batch=4 --seq_len=8 --rounds=1 --repeats=1"
   BIGGER_CONFIG=configs/tiny.py; SHAKESPEARE_CONFIG="configs/tiny.py"
 else
