@@ -21,13 +21,12 @@ steps were grouped, so streaming in chunks gives the same text as generating all
 once with `nnx.split` and every jitted function is pure in (graphdef, params, ...), so a new
 seed, temperature, top-k or top-p value never re-traces.
 
-Speed (`python scripts/benchmark.py sample`): a single stream of the bigger model (2×256) is
-bound by reading its three 256×1024 float32 weight matrices, 3 MiB, once per character. They do
-not fit a core's L2, so on the 2-core EPYC the matrix-vector products alone take ~35 µs per
-character (XLA's and a gcc -O3 AVX-512 loop alike), and a step is ~41 µs: ~24,000 chars/s. The
-per-step extras were cut to what is left (input table, no random draws inside the step); more
-needs fewer weight bytes or a second core per stream. Batches amortise the weight reads:
-B=64 makes ~170,000 chars/s.
+Speed (`python scripts/benchmark.py sample`; numbers in docs/performance.md, "Generation"): a
+single stream is bound by reading every recurrent weight matrix once per character, matrices
+that for the bigger model do not fit a core's L2 cache. So the per-step extras are cut to what
+is left (the input projection is a table lookup, the random draws are made ahead of the
+recurrence); more speed needs fewer weight bytes or a second core per stream. Batches of
+streams amortise the weight reads.
 """
 from __future__ import annotations
 
@@ -45,9 +44,9 @@ from lstm.cell import LSTMState
 from lstm.model import CharLSTM
 from lstm.state import load_model
 
-DEFAULT_CHUNK = 128  # streaming granularity: ~5 ms of work per chunk on CPU, a smooth flow on a terminal
-# Measured on the 2-core CPU (`benchmark.py sample --unroll=N`): 2 is ~6% faster than 1 at
-# B=64 and even at B=1; 4 and 8 gain nothing and compile longer.
+DEFAULT_CHUNK = 128  # streaming granularity: a few ms of work per chunk on a CPU, a smooth flow on a terminal
+# `benchmark.py sample --unroll=N`: 2 beat 1 at B=64 and B=1 and 4 and 8 gained nothing but
+# compile time (docs/performance.md, "Generation").
 DEFAULT_UNROLL = 2
 NOISE_BUDGET_BYTES = 16 << 20  # Gumbel noise drawn ahead of the recurrence, per block of steps
 

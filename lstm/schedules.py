@@ -1,7 +1,7 @@
 """Batch schedules: which windows of the encoded corpus each training step sees.
 
 Every objective reduces to window *start* indices into the 1-D id array: the training loop
-keeps the ids on the device and gathers windows there (design.md, principle 2), and a schedule
+keeps the ids on the device and gathers windows there (docs/design.md, "Performance principles", 2), and a schedule
 is a pure function of (seed, epoch, step), so a resumed run sees the same batches.
 """
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Training: the train state, one jitted step, evaluation, and `train_and_evaluate`.
+"""Training: one jitted step, evaluation, and `train_and_evaluate` (the state: lstm/state.py).
 
 The hot path is functional: the NNX model is split once into a static graph definition and
 its parameters, and the jitted step is a pure function of (state, corpus, window starts). The
 corpus sits on the device; a step receives only int32 window starts and gathers its windows
-there (docs/design.md, "Performance principles"). Several optimizer steps can run in one dispatch (a scan over
-steps), which matters where steps are short.
+there (docs/design.md, "Performance principles", 2). Several optimizer steps can run in one
+dispatch (a scan over steps), which matters where steps are short.
 """
 from __future__ import annotations
 

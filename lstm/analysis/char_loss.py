@@ -6,7 +6,7 @@ mean loss and share of the total. docs/results.md uses it to measure what the tu
 line endings are worth: on a `\\r\\n` copy, every "\\n" follows a "\\r", so how cheap those "\\n"
 targets are decides how much lower the tutorial's average could be.
 
-    python scripts/loss_by_character.py --workdir=runs/small --windows=20000
+    python scripts/research/loss_by_character.py --workdir=runs/small --windows=20000
 
 `compare` sets several checkpoints side by side on the same windows (seeds of one config, or
 one run's epochs): each character's part of the mean loss, so the difference between two
