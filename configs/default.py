@@ -17,7 +17,7 @@ def get_config():
     data.strip_gutenberg = True  # keep the book between the *** START/END *** markers
     data.lowercase = True  # the tutorial lower-cases to shrink the vocabulary
     data.allowed_chars = ""  # non-empty: drop every other character (tutorial extension 2)
-    data.ascii_only = False
+    data.ascii_only = False  # True drops every non-ASCII character (curly quotes, accents)
     data.crlf = False  # True ends lines with "\r\n", like the tutorial's copy (measured in results.md)
     data.val_fraction = 0.1  # contiguous held-out tail; the faithful configs set 0 like the tutorial
     data.seq_len = 100  # the tutorial's window
@@ -27,7 +27,7 @@ def get_config():
     config.model = model = ml_collections.ConfigDict()
     model.encoding = "scaled"  # scaled (the tutorial: index / V) | onehot | embed
     model.embed_dim = 64  # only for encoding=embed
-    model.hidden_sizes = (256,)
+    model.hidden_sizes = (256,)  # one width per stacked layer; the tutorial's LSTM(256)
     model.dropout = 0.2  # after every LSTM layer, as the tutorial's Dropout(0.2)
     model.input_dropout = 0.0  # tutorial extension 6
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
@@ -36,8 +36,8 @@ def get_config():
     model.cell = "lstm"  # the tutorial's cell; peephole, Greff et al.'s ablations, layernorm: lstm/variants.py
 
     config.train = train = ml_collections.ConfigDict()
-    train.batch_size = 128
-    train.num_epochs = 20
+    train.batch_size = 128  # the tutorial's small model (model.fit batch_size=128)
+    train.num_epochs = 20  # the tutorial's small model
     train.max_steps = 0  # > 0 stops early (tests, smoke runs)
     train.time_budget_s = 0.0  # > 0 stops after this much wall time (the Shakespeare race)
     train.optimizer = "adam"  # adam | adamw
@@ -49,22 +49,22 @@ def get_config():
     train.weight_decay = 0.0  # adamw only
     train.grad_clip_norm = 0.0  # > 0 clips the global gradient norm; the tutorial does not clip
     train.lr_schedule = "constant"  # constant | cosine (decays to lr_end_fraction by the last step)
-    train.warmup_steps = 0
-    train.lr_end_fraction = 0.1
+    train.warmup_steps = 0  # linear warm-up from 0; the tutorial has none
+    train.lr_end_fraction = 0.1  # cosine only: the last step's rate as a fraction of learning_rate
     train.cpu_devices = 0  # > 0: the host CPU as this many JAX devices, data-parallel over its cores
     train.steps_per_dispatch = 1  # > 1 scans several optimizer steps per jit call (short steps)
-    train.log_every_steps = 50
+    train.log_every_steps = 50  # metrics leave the device only here: rarer is faster
     train.eval_every_steps = 0  # > 0 also evaluates every this many steps
 
     config.eval = evaluation = ml_collections.ConfigDict()
-    evaluation.batch_size = 256
+    evaluation.batch_size = 256  # windows per evaluation call; no gradients, so larger than training's
     evaluation.every_epoch = True  # False: only every eval_every_steps and at the end (races)
     evaluation.max_windows = 4096  # caps the held-out windows per evaluation
     evaluation.sample_length = 200  # characters generated and logged at each evaluation
-    evaluation.sample_temperature = 0.5
+    evaluation.sample_temperature = 0.5  # readable yet varied; the tutorial's greedy argmax loops
 
     config.checkpoint = checkpoint = ml_collections.ConfigDict()
-    checkpoint.keep_best = 3
+    checkpoint.keep_best = 3  # best steps kept by `monitor`, beside the latest
     checkpoint.monitor = "val_loss"  # val_loss | train_loss (the tutorial's save_best_only on loss)
     checkpoint.every_steps = 500  # "latest" saves for resume, besides the one at every epoch end
     return config
