@@ -34,6 +34,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 7, "train: interleaved timing rounds (t
 _UNROLLS = flags.DEFINE_list("unrolls", ["1"], "train: scan unrolls of our step to time.")
 _MATMUL_DTYPES = flags.DEFINE_list("matmul_dtypes", ["float32"],
                                    "train: our step's matmul operand dtypes to time (float32, bfloat16).")
+_CELLS = flags.DEFINE_list("cells", ["lstm"], "train: cell variants of our step to time (lstm/variants.py), "
+                           "e.g. lstm,peephole,cifg,layernorm.")
 _BATCH = flags.DEFINE_integer("batch", None, "train: override every shape's batch size (smoke runs).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train: override every shape's window length (smoke runs).")
 _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100,
@@ -71,12 +73,16 @@ def train_section():
         raise ValueError("--batch, --seq_len and --rounds must be >= 1")
     configs = {name: cli.load_config_file(os.path.join(CONFIGS, f"{name}.py"), overrides)
                for name in _SHAPES.value}
+    from lstm.variants import CELLS
+    bad_cells = sorted(set(_CELLS.value) - set(CELLS))
+    if bad_cells:
+        raise ValueError(f"unknown --cells value {bad_cells[0]!r}; choose from {', '.join(CELLS)}")
     bad_dtypes = sorted(set(_MATMUL_DTYPES.value) - {"float32", "bfloat16"})
     if bad_dtypes:
         raise ValueError(f"unknown --matmul_dtypes value {bad_dtypes[0]!r}; choose float32 or bfloat16")
     result = bench_train.train_rows(configs, _PEERS.value, rounds=_ROUNDS.value,
                                     unrolls=[int(u) for u in _UNROLLS.value],
-                                    matmul_dtypes=_MATMUL_DTYPES.value,
+                                    matmul_dtypes=_MATMUL_DTYPES.value, cells=_CELLS.value,
                                     log=lambda message: print(message, file=sys.stderr, flush=True))
     machine = environment.describe_machine()
     title = (f"training step (forward + backward + Adam), median of {_ROUNDS.value} interleaved rounds\n"

@@ -35,14 +35,14 @@ def test_flops_match_a_hand_count_of_the_bigger_model():
 
 def test_train_section_smoke_reports_every_contestant_or_why_not():
     result = run_benchmark("train", "--shapes=tiny", "--rounds=1", "--batch=4", "--seq_len=8",
-                           "--unrolls=1,2", "--matmul_dtypes=float32,bfloat16", "--json")
+                           "--unrolls=2", "--matmul_dtypes=float32,bfloat16", "--cells=lstm,layernorm", "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout.strip().splitlines()[-1])
     assert record["section"] == "train" and record["ceiling_gflops"] > 0
     rows = record["rows"]
     assert {row["peer"] for row in rows} == {"ours", "pytorch", "flax", "keras", "jax-cudnn"}
-    ours = {(row["matmul_dtype"], row["note"].rsplit(" ", 1)[-1]) for row in rows if row["peer"] == "ours"}
-    assert ours == {(dtype, unroll) for dtype in ("float32", "bfloat16") for unroll in ("1", "2")}
+    ours = {(row["matmul_dtype"], row["cell"], row["note"].rsplit(" ", 1)[-1]) for row in rows if row["peer"] == "ours"}
+    assert ours == {(dtype, cell, "2") for dtype in ("float32", "bfloat16") for cell in ("lstm", "layernorm")}
     for row in rows:
         if row["skipped"]:  # an optional peer that is not installed here
             assert row["peer"] in ("pytorch", "keras", "jax-cudnn") and "s_per_step" not in row
@@ -74,6 +74,7 @@ def test_sample_section_smoke():
     (["train", "--shapes=huge"], "unknown shape 'huge'"),
     (["train", "--rounds=0"], "must be >= 1"),
     (["train", "--matmul_dtypes=float16"], "unknown --matmul_dtypes value 'float16'"),
+    (["train", "--cells=gru"], "unknown --cells value 'gru'"),
 ])
 def test_bad_arguments_fail_in_one_line(args, message):
     result = run_benchmark(*args)

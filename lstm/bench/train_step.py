@@ -56,7 +56,7 @@ def flops_per_step(shape: TrainShape) -> float:
 
 # --------------------------------------------------------------------------------- our step
 def make_our_step(config, shape: TrainShape, *, unroll: int, matmul_dtype: str = "float32",
-                  corpus_chars: int = 1 << 16, seed: int = 0):
+                  cell: str = "lstm", corpus_chars: int = 1 << 16, seed: int = 0):
     """(step, info): one optimizer step of lstm.train's jitted training program, windows
     gathered on the device from a random corpus of the shape's vocabulary, as in training."""
     from lstm import train
@@ -64,6 +64,7 @@ def make_our_step(config, shape: TrainShape, *, unroll: int, matmul_dtype: str =
     config = config.copy_and_resolve_references()
     config.model.unroll = unroll
     config.model.matmul_dtype = matmul_dtype
+    config.model.cell = cell
     config.seed = seed
     graphdef, optimizer, state = train.init_train_state(config, shape.vocab)
     train_steps = train.make_train_steps(graphdef, optimizer, config)
@@ -81,8 +82,8 @@ def make_our_step(config, shape: TrainShape, *, unroll: int, matmul_dtype: str =
 
     return step, {"peer": OURS, "version": f"jax {jax.__version__}",
                   "init": "Keras (Glorot input, orthogonal recurrent, unit forget bias)",
-                  "matmul_dtype": matmul_dtype,
-                  "note": f"lstm.train step, custom-VJP scan, {matmul_dtype} matmuls, unroll {unroll}"}
+                  "matmul_dtype": matmul_dtype, "cell": cell,
+                  "note": f"lstm.train step, {cell} cell, {matmul_dtype} matmuls, unroll {unroll}"}
 
 
 # -------------------------------------------------------------------------------- ceilings
@@ -123,12 +124,13 @@ def recurrent_matmul_rate(batch: int, hidden: int, steps: int = 100, repeats: in
 
 # ------------------------------------------------------------------------------------ rows
 def train_rows(configs, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int = 2,
-               unrolls=(1,), matmul_dtypes=("float32",), log=None) -> dict:
+               unrolls=(1,), matmul_dtypes=("float32",), cells=("lstm",), log=None) -> dict:
     """Times every contestant on every shape; returns {"ceiling_gflops", "rows": [...]}.
 
     `configs` maps shape names (keys of CONFIG_VOCAB) to their configs, already overridden as
     the caller wants (a smaller batch for a smoke run). Ours is timed once per (matmul dtype,
-    unroll) pair. A peer whose package is missing gives a row with `skipped` set."""
+    unroll, cell) triple; cells are lstm/variants.py's names. A peer whose package is missing
+    gives a row with `skipped` set."""
     log = log or (lambda message: None)
     peak = matmul_ceiling()
     log(f"matmul ceiling {peak:.1f} GFLOP/s")
@@ -139,7 +141,9 @@ def train_rows(configs, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int
         contestants = []
         for matmul_dtype in matmul_dtypes:
             for unroll in unrolls:
-                contestants.append(make_our_step(config, shape, unroll=unroll, matmul_dtype=matmul_dtype))
+                for cell in cells:
+                    contestants.append(make_our_step(config, shape, unroll=unroll, matmul_dtype=matmul_dtype,
+                                                     cell=cell))
         for peer in peers:
             try:
                 contestants.append(bench_peers.make_peer_step(peer, shape, inputs, targets))
@@ -181,7 +185,7 @@ def _row(shape, info, seconds, peak, recurrent, *, loss=None, spread=None, skipp
 
 def format_train_rows(result: dict, title: str) -> str:
     """A plain-text table; per shape, each contestant's time relative to our first (the
-    first matmul dtype and unroll asked for: float32, unroll 1 by default)."""
+    first matmul dtype, unroll and cell asked for: float32, unroll 1, lstm by default)."""
     header = ("shape", "implementation", "s/step", "vs ours", "windows/s", "target chars/s", "GFLOP/s",
               "% ceiling", "note")
     lines = []
