@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py train [--json]     s/step of our training step vs PyTorch, Flax, Keras
     python scripts/benchmark.py sample [--json]    chars/s of generation vs the tutorial's loop
+    python scripts/benchmark.py iteration [--json] µs per iteration of the recurrence, part by part
 
 `train` times the peers installed from requirements-bench.txt and reports the others as skipped.
 
@@ -27,17 +28,18 @@ _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64"], "sample: numbers of
 _ENCODINGS = flags.DEFINE_list("encodings", ["scaled", "embed"], "sample: input encodings of the model.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "sample: sampling temperature (0 is greedy).")
 _UNROLL = flags.DEFINE_integer("unroll", None, "sample: unroll of the generation scan (default: the library's).")
-_SHAPES = flags.DEFINE_list("shapes", ["small", "bigger", "shakespeare"], "train: configs whose shapes are timed.")
+_SHAPES = flags.DEFINE_list("shapes", ["small", "bigger", "shakespeare"],
+                            "train, iteration: configs whose shapes are timed.")
 _PEERS = flags.DEFINE_list("peers", ["pytorch", "flax", "keras", "jax-cudnn"],
                            "train: peer implementations timed beside ours (jax-cudnn needs a GPU).")
-_ROUNDS = flags.DEFINE_integer("rounds", 7, "train: interleaved timing rounds (the median is reported).")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "train, iteration: interleaved timing rounds (the median is reported).")
 _UNROLLS = flags.DEFINE_list("unrolls", ["1"], "train: scan unrolls of our step to time.")
 _MATMUL_DTYPES = flags.DEFINE_list("matmul_dtypes", ["float32"],
                                    "train: our step's matmul operand dtypes to time (float32, bfloat16).")
 _CELLS = flags.DEFINE_list("cells", ["lstm"], "train: cell variants of our step to time (lstm/variants.py), "
                            "e.g. lstm,peephole,cifg,layernorm.")
-_BATCH = flags.DEFINE_integer("batch", None, "train: override every shape's batch size (smoke runs).")
-_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train: override every shape's window length (smoke runs).")
+_BATCH = flags.DEFINE_integer("batch", None, "train, iteration: override every shape's batch size (smoke runs).")
+_SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train, iteration: override every shape's window length (smoke runs).")
 _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100,
                                        "sample: characters the tutorial's loop is timed over (0: skip it).")
 
@@ -92,7 +94,32 @@ def train_section():
             bench_train.format_train_rows(result, title))
 
 
-SECTIONS = {"train": train_section, "sample": sample_section}
+def iteration_section():
+    from lstm import environment
+    from lstm.bench import iteration as bench
+    from lstm.bench import train_step as bench_train
+    unknown = sorted(set(_SHAPES.value) - set(bench_train.CONFIG_VOCAB))
+    if unknown:
+        raise ValueError(f"unknown shape {unknown[0]!r}; choose from {', '.join(bench_train.CONFIG_VOCAB)}")
+    if _ROUNDS.value < 1:
+        raise ValueError("--rounds must be >= 1")
+    shapes = {}
+    for name in _SHAPES.value:
+        config = cli.load_config_file(os.path.join(CONFIGS, f"{name}.py"))
+        batch = config.train.batch_size if _BATCH.value is None else _BATCH.value
+        seq_len = config.data.seq_len if _SEQ_LEN.value is None else _SEQ_LEN.value
+        shapes[name] = (batch, max(config.model.hidden_sizes), seq_len)
+    if any(value < 1 for shape in shapes.values() for value in shape):
+        raise ValueError("--batch and --seq_len must be >= 1")
+    rows = bench.iteration_rows(shapes, rounds=_ROUNDS.value,
+                                log=lambda message: print(message, file=sys.stderr, flush=True))
+    machine = environment.describe_machine()
+    title = f"one iteration of the recurrence, part by part, median of {_ROUNDS.value} rounds\non {machine}"
+    return ({"section": "iteration", "machine": machine, "environment": environment.environment(),
+             "rounds": _ROUNDS.value, "rows": rows}, bench.format_iteration_rows(rows, title))
+
+
+SECTIONS = {"train": train_section, "sample": sample_section, "iteration": iteration_section}
 
 
 def main(argv):

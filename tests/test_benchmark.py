@@ -68,6 +68,19 @@ def test_sample_section_smoke():
     assert all(row["chars_per_s"] > 0 for row in record["rows"])
 
 
+def test_iteration_section_smoke_times_every_part_per_iteration():
+    result = run_benchmark("iteration", "--shapes=tiny,small", "--rounds=1", "--batch=4", "--seq_len=6", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["section"] == "iteration"
+    parts = ["loop", "matmul", "forward", "forward + 1 output", "forward + 2 outputs", "forward + 6 outputs",
+             "backward", "dW_h"]
+    assert [(r["shape"], r["part"]) for r in record["rows"]] == [(s, p) for s in ("tiny", "small") for p in parts]
+    for row in record["rows"]:  # the shape's width, the overridden batch and length
+        assert (row["batch"], row["hidden"], row["steps"]) == (4, 64 if row["shape"] == "tiny" else 256, 6)
+        assert 0 < row["us_min"] <= row["us_per_iteration"] <= row["us_max"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["nonsense"], "usage"),
     (["train", "--peers=tensorflow"], "unknown peer 'tensorflow'"),
@@ -75,6 +88,8 @@ def test_sample_section_smoke():
     (["train", "--rounds=0"], "must be >= 1"),
     (["train", "--matmul_dtypes=float16"], "unknown --matmul_dtypes value 'float16'"),
     (["train", "--cells=gru"], "unknown --cells value 'gru'"),
+    (["iteration", "--shapes=huge"], "unknown shape 'huge'"),
+    (["iteration", "--batch=0"], "must be >= 1"),
 ])
 def test_bad_arguments_fail_in_one_line(args, message):
     result = run_benchmark(*args)
