@@ -96,3 +96,20 @@ def test_bad_arguments_fail_in_one_line(args, message):
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_profile_self_times_subtract_nested_events_per_thread():
+    """A scan's while holding two body ops, and an op on another thread overlapping it: self
+    time is the event's duration less what nests inside it on its own thread."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "scripts" / "research" / "profile_step.py")
+    profile_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_step)
+    op = lambda name, ts, dur, tid=1: {"ph": "X", "pid": 1, "tid": tid, "ts": ts, "dur": dur, "name": name,
+                                       "args": {"hlo_op": name}}
+    events = [op("while.3", 0, 100), op("fusion.1", 10, 30), op("dot.2", 50, 40), op("fusion.1", 60, 20, tid=2),
+              {"ph": "X", "pid": 1, "tid": 1, "ts": 95, "dur": 2, "name": "host work"},  # no hlo_op
+              {"ph": "M", "pid": 1, "tid": 1, "name": "thread_name", "args": {"name": "xla"}}]
+    assert profile_step.self_times(events) == {"while.3": [100 - 30 - 40 - 2, 1], "fusion.1": [50, 2],
+                                               "dot.2": [40, 1]}
+    assert profile_step.kind("fusion.12") == "fusion" and profile_step.kind("ynn_fusion") == "ynn_fusion"
