@@ -29,7 +29,8 @@ out). The default, None, is plain float32 everywhere.
 Why the input projection is outside the scan: x_t W_x + b does not depend on h, so for all T
 steps it is one large [B·T, I] × [I, 4H] matmul (or, for one-hot and embedded inputs, a row
 gather from a V×4H table) instead of T small ones inside the sequential loop; the scan is left
-with only h_{t-1} W_h and elementwise work (docs/design.md, "Performance principles", 1).
+with only h_{t-1} W_h and elementwise work (docs/design.md, "Performance principles", 1). A
+variant's own input transform (layernorm's normalisation of x_t W_x) runs there too.
 
 `cell=NAME` picks one of the variants of lstm/variants.py (peepholes, Greff et al.'s ablations,
 layer normalisation); `lstm`, the default, is the cell above. Each variant is its step, written
@@ -211,16 +212,21 @@ class LSTMCell(nnx.Module):
         zeros = jnp.zeros((batch_size, self.hidden_size), dtype)
         return LSTMState(h=zeros, c=zeros)
 
-    def input_bias(self):
-        """What the input projection adds: b, or 0 where the variant adds b after normalising."""
-        return 0.0 if get_variant(self.cell).normalises_inputs else self.b[...]
+    def finish_projection(self, x_w):
+        """x W_x [..., 4H] → the x_proj the step reads: + b, or the variant's `prepare_inputs`
+        (layernorm normalises first). Row-wise, so a table of projected tokens may go through
+        it once and be gathered from afterwards."""
+        variant = get_variant(self.cell)
+        if variant.prepare_inputs is None:
+            return x_w + self.b[...]
+        return variant.prepare_inputs(per_group(variant, self._extras(), self.hidden_size), x_w)
 
     def project_inputs(self, x):
-        """x [..., I] → x W_x + b [..., 4H]; called once for every time step at once."""
-        return matmul(x, self.W_x[...], self.matmul_dtype) + self.input_bias()
+        """x [..., I] → x_proj [..., 4H]; called once for every time step at once."""
+        return self.finish_projection(matmul(x, self.W_x[...], self.matmul_dtype))
 
     def step(self, state: LSTMState, x_proj):
-        """One time step from a pre-computed input projection x_proj = x_t W_x + b, [B, 4H].
+        """One time step from a pre-computed input projection x_proj [B, 4H] (`project_inputs`).
         Returns the new state and the gate activations."""
         return cell_step(self.cell, self.W_h[...], self._extras(), state, x_proj,
                          self.matmul_dtype, self.gate_activation)

@@ -122,7 +122,7 @@ class CharLSTM(nnx.Module):
         return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces
 
     def _first_projection(self, time_major_tokens, input_dropout, input_dropout_on):
-        """x_t W_x + b for the first layer and every step at once, [T, B, 4H]."""
+        """The first layer's x_proj (x_t W_x + b, or its variant's), every step at once, [T, B, 4H]."""
         first = self.layers[0]
         if self.encoding == "scaled":
             x = (time_major_tokens.astype(jnp.float32) / self.vocab_size)[..., None]
@@ -131,23 +131,23 @@ class CharLSTM(nnx.Module):
             # Dropout on a one-hot vector only matters at its hot entry: it zeroes or rescales
             # the whole gathered row, which is exactly a [T, B, 1] mask on the row.
             if not input_dropout_on:
-                return jnp.take(first.W_x[...], time_major_tokens, axis=0) + first.input_bias()
+                return first.finish_projection(jnp.take(first.W_x[...], time_major_tokens, axis=0))
             scale = input_dropout(jnp.ones(time_major_tokens.shape + (1,), jnp.float32))
-            return jnp.take(first.W_x[...], time_major_tokens, axis=0) * scale + first.input_bias()
+            return first.finish_projection(jnp.take(first.W_x[...], time_major_tokens, axis=0) * scale)
         if input_dropout_on:  # the mask acts on the D-wide embedding, so the table trick is off
             x = jnp.take(self.embedding[...], time_major_tokens, axis=0)
             return first.project_inputs(input_dropout(x))
         table = self.embedding[...] @ first.W_x[...]  # V×4H: one small matmul per call
-        return jnp.take(table, time_major_tokens, axis=0) + first.input_bias()
+        return first.finish_projection(jnp.take(table, time_major_tokens, axis=0))
 
     def input_table(self):
         """The first layer's input projection for every vocabulary entry, [V, 4H] (bias
         included), or None for `scaled`. Precompute it once for token-by-token decoding."""
         first = self.layers[0]
         if self.encoding == "onehot":
-            return first.W_x[...] + first.input_bias()
+            return first.finish_projection(first.W_x[...])
         if self.encoding == "embed":
-            return self.embedding[...] @ first.W_x[...] + first.input_bias()
+            return first.finish_projection(self.embedding[...] @ first.W_x[...])
         return None
 
     def decode_step(self, tokens, states, table=None):

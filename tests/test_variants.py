@@ -130,22 +130,26 @@ def test_np_is_lstm_and_lstm_is_unchanged():
     np.testing.assert_allclose(got["h"], want["h"], rtol=1e-6, atol=1e-7)
 
 
-def losses_of(cell, gate_activation, weights):
+def losses_of(graphdef, gate_activation, weights):
     """(loss through the derived backward, loss through autodiff of a plain scan of the same
-    step), both of (W_h, extras, x_proj, h0, c0); every output and the final c enter."""
+    step), both of (the layer's parameters, xs, h0, c0). The parameters enter through
+    project_inputs (so a variant's own input preparation, layernorm's, is differentiated too)
+    and the scan; every output and the final c enter the loss."""
     def loss(forward):
-        def scalar(W_h, extras, x_proj, h0, c0):
-            final, hs = forward(W_h, extras, x_proj, LSTMState(h0, c0))
+        def scalar(params, xs, h0, c0):
+            layer = nnx.merge(graphdef, params)
+            x_proj = layer.project_inputs(jnp.swapaxes(xs, 0, 1))
+            final, hs = forward(layer.cell, layer.W_h[...], layer._extras(), x_proj, LSTMState(h0, c0))
             return jnp.sum(hs * weights[0]) + jnp.sum(final.h * weights[1]) + jnp.sum(jnp.sin(final.c))
         return scalar
 
-    def plain(W_h, extras, x_proj, state):
+    def plain(cell, W_h, extras, x_proj, state):
         def body(carry, xp):
             new, _ = cell_step(cell, W_h, extras, carry, xp, None, gate_activation)
             return new, new.h
         return jax.lax.scan(body, state, x_proj)
 
-    derived = lambda W_h, extras, x_proj, state: derived_recurrence(
+    derived = lambda cell, W_h, extras, x_proj, state: derived_recurrence(
         W_h, extras, x_proj, state, 2, None, gate_activation, cell)
     return loss(derived), loss(plain)
 
@@ -155,8 +159,8 @@ def losses_of(cell, gate_activation, weights):
 @pytest.mark.parametrize("cell, gate_activation", [(cell, "sigmoid") for cell in CELLS] + [
     (cell, "hard_sigmoid") for cell in ("cifg", "layernorm")])
 def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell, gate_activation):
-    """Gradients of everything the scan sees (W_h, the extras, x_proj and so W_x and b, h0,
-    c0): all entries against autodiff of a plain scan of the same step, and a few random
+    """Gradients of every parameter of the layer, the inputs, h0 and c0: all entries against
+    autodiff of a plain scan of the same step, and a few random
     entries of each against central differences (with hard sigmoid no pre-activation of this
     draw lies within eps of a kink)."""
     with float64():
@@ -164,9 +168,9 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
         xs, h0, c0 = random_inputs(dtype=np.float64)
         rng = np.random.default_rng(5)
         weights = (rng.normal(size=(T, B, H)), rng.normal(size=(B, H)))
-        x_proj = layer.project_inputs(jnp.swapaxes(jnp.asarray(xs), 0, 1))
-        args = (layer.W_h[...], layer._extras(), x_proj, jnp.asarray(h0), jnp.asarray(c0))
-        derived, plain = losses_of(cell, gate_activation, weights)
+        graphdef, params = nnx.split(layer)
+        args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
+        derived, plain = losses_of(graphdef, gate_activation, weights)
         both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
                                   jax.value_and_grad(lambda a: plain(*a))(a)))
         (loss, got), (plain_loss, want) = both(args)
@@ -207,11 +211,11 @@ def test_a_new_variant_needs_no_backward_code(monkeypatch):
     xs, h0, c0 = random_inputs()
     rng = np.random.default_rng(5)
     weights = tuple(jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in ((T, B, H), (B, H)))
-    x_proj = layer.project_inputs(jnp.swapaxes(jnp.asarray(xs), 0, 1))
-    args = (layer.W_h[...], layer._extras(), x_proj, jnp.asarray(h0), jnp.asarray(c0))
-    derived, plain = losses_of("leaky", "sigmoid", weights)
-    got, want = (jax.grad(loss, argnums=range(5))(*args) for loss in (derived, plain))
-    assert np.abs(np.asarray(got[1]["leak"])).max() > 0
+    graphdef, params = nnx.split(layer)
+    args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
+    derived, plain = losses_of(graphdef, "sigmoid", weights)
+    got, want = (jax.grad(loss, argnums=range(4))(*args) for loss in (derived, plain))
+    assert np.abs(np.asarray(got[0]["extras"]["leak"][...])).max() > 0
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
