@@ -30,6 +30,9 @@ def get_config():
     model.hidden_sizes = (256,)  # one width per stacked layer; the tutorial's LSTM(256)
     model.dropout = 0.2  # after every LSTM layer, as the tutorial's Dropout(0.2)
     model.input_dropout = 0.0  # tutorial extension 6
+    model.dropout_kind = "standard"  # locked: one mask per sequence, shared across time (AWD-LSTM)
+    model.embed_dropout = 0.0  # drops whole tokens' embeddings (or one-hot rows), one mask per batch
+    model.weight_drop = 0.0  # DropConnect on W_h, one mask per batch (AWD-LSTM's WeightDrop)
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
     model.matmul_dtype = "float32"  # bfloat16: bf16 matmul operands, float32 accumulation and state (GPU)
     model.gate_activation = "sigmoid"  # hard_sigmoid: Keras 1 / 2.0-2.2's default gates (the tutorial's)

@@ -231,15 +231,17 @@ class LSTMCell(nnx.Module):
         return cell_step(self.cell, self.W_h[...], self._extras(), state, x_proj,
                          self.matmul_dtype, self.gate_activation)
 
-    def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False):
+    def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False, W_h=None):
         """Runs `step` over time with `jax.lax.scan`.
 
         x_proj: [T, B, 4H], time-major (the scan walks the leading axis).
         Returns (final_state, hs [T, B, H]) or, with trace=True,
         (final_state, (hs, cs, Gates)) where every array is [T, B, H]. Both paths run the
-        same `step`, so traced gates are exactly the ones the forward pass used.
+        same `step`, so traced gates are exactly the ones the forward pass used. `W_h`, if
+        given, replaces the layer's recurrent matrix (weight drop's masked copy for a batch).
         """
-        W_h, dtype, activation, extras = self.W_h[...], self.matmul_dtype, self.gate_activation, self._extras()
+        W_h = self.W_h[...] if W_h is None else W_h
+        dtype, activation, extras = self.matmul_dtype, self.gate_activation, self._extras()
         if trace:
             final, (hs, cs, gates, _) = _forward(self.cell, W_h, extras, x_proj, state, unroll, dtype,
                                                  activation)

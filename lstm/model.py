@@ -12,9 +12,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lstm import regularisers
 from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, check_matmul_dtype, glorot_uniform, matmul
 
 ENCODINGS = ("scaled", "onehot", "embed")
+# Dropout sites fold these into the step's key. The input is 0 and layer i's output i + 1 (as
+# always, so runs without the newer regularisers keep their masks); the others sit far above.
+EMBEDDING_SITE = 1 << 16
+WEIGHT_DROP_SITE = 1 << 17  # + layer index
 
 
 class CharLSTM(nnx.Module):
@@ -26,8 +31,11 @@ class CharLSTM(nnx.Module):
       embed:  a learned D-wide embedding E[k]; without input dropout x_t W_x is row k of the
               V×4H table E W_x, again a gather.
     Dropout follows every LSTM layer (the tutorial's Dropout(0.2) after each LSTM), and
-    optionally the input (the tutorial's extension 6). `matmul_dtype="bfloat16"` runs the
-    layers' and the head's matmuls on bfloat16 operands with float32 accumulation (cell.py).
+    optionally the input (the tutorial's extension 6); `dropout_kind="locked"` shares each
+    sequence's masks across time. `embed_dropout` drops whole tokens' input rows and
+    `weight_drop` the recurrent weights' entries, one mask per batch (lstm/regularisers.py).
+    `matmul_dtype="bfloat16"` runs the layers' and the head's matmuls on bfloat16 operands with
+    float32 accumulation (cell.py).
     `gate_activation="hard_sigmoid"` gives every layer Keras's pre-2.3 gates (cell.py), and
     `cell` picks every layer's variant (lstm/variants.py).
     """
@@ -35,19 +43,28 @@ class CharLSTM(nnx.Module):
     def __init__(self, vocab_size: int, *, hidden_sizes: Sequence[int] = (256,),
                  encoding: str = "scaled", embed_dim: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, unroll: int = 1, matmul_dtype: str | None = None,
-                 gate_activation: str = "sigmoid", cell: str = "lstm", rngs: nnx.Rngs):
+                 gate_activation: str = "sigmoid", cell: str = "lstm", dropout_kind: str = "standard",
+                 embed_dropout: float = 0.0, weight_drop: float = 0.0, rngs: nnx.Rngs):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
         if not hidden_sizes:
             raise ValueError("hidden_sizes must name at least one layer")
-        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
+        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout),
+                           ("embed_dropout", embed_dropout), ("weight_drop", weight_drop)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        if dropout_kind not in regularisers.DROPOUT_KINDS:
+            raise ValueError(f"dropout_kind must be one of {regularisers.DROPOUT_KINDS}, got {dropout_kind!r}")
+        if embed_dropout > 0 and encoding == "scaled":
+            raise ValueError("embed_dropout drops tokens' embeddings or one-hot rows; the scaled input has neither")
         self.vocab_size = vocab_size
         self.encoding = encoding
         self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
         self.dropout = dropout
         self.input_dropout = input_dropout
+        self.dropout_kind = dropout_kind
+        self.embed_dropout = embed_dropout
+        self.weight_drop = weight_drop
         self.unroll = unroll
         self.matmul_dtype = check_matmul_dtype(matmul_dtype)
         if encoding == "embed":
@@ -84,7 +101,8 @@ class CharLSTM(nnx.Module):
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
-        use_dropout = train and (self.dropout > 0 or self.input_dropout > 0)
+        rates = (self.dropout, self.input_dropout, self.embed_dropout, self.weight_drop)
+        use_dropout = train and any(rate > 0 for rate in rates)
         if use_dropout and dropout_key is None:
             raise ValueError("train=True with dropout needs a dropout_key")
         if state is None:
@@ -92,23 +110,24 @@ class CharLSTM(nnx.Module):
         if len(state) != len(self.layers):
             raise ValueError(f"state has {len(state)} layers, the model {len(self.layers)}")
 
+        def site(index):  # each dropout site folds its own index into the key: masks never repeat
+            return jax.random.fold_in(dropout_key, index)
+
         def drop(x, rate, index):
-            # Inverted dropout; each site folds its own index into the key, so masks never repeat.
             if not (use_dropout and rate > 0):
                 return x
-            keep = jax.random.bernoulli(jax.random.fold_in(dropout_key, index), 1.0 - rate, x.shape)
-            return jnp.where(keep, x / (1.0 - rate), 0.0)
+            return regularisers.dropout(x, site(index), rate, self.dropout_kind)
 
-        time_major = tokens.T  # [T, B]
-        input_dropout_on = use_dropout and self.input_dropout > 0
-        x_proj = self._first_projection(
-            time_major, lambda x: drop(x, self.input_dropout, 0), input_dropout_on)
+        x_proj = self._first_projection(tokens.T, site if use_dropout else None)
         final_states, traces = [], []
         hs = None  # the layer below's outputs; the first layer reads the tokens' projection instead
         for index, (layer, layer_state) in enumerate(zip(self.layers, state)):
             if index > 0:
                 x_proj = layer.project_inputs(hs)
-            layer_final, out = layer.scan(x_proj, layer_state, unroll=self.unroll, trace=trace)
+            W_h = None  # the layer's own; with weight drop, a masked copy for this batch
+            if use_dropout and self.weight_drop > 0:
+                W_h = regularisers.weight_drop(layer.W_h[...], site(WEIGHT_DROP_SITE + index), self.weight_drop)
+            layer_final, out = layer.scan(x_proj, layer_state, unroll=self.unroll, trace=trace, W_h=W_h)
             if trace:
                 hs, cs, gates = out
                 traces.append({**{n: getattr(gates, n) for n in GATE_ORDER}, "c": cs, "h": hs})
@@ -121,23 +140,34 @@ class CharLSTM(nnx.Module):
         logits = matmul(hs, self.head_W[...], self.matmul_dtype) + self.head_b[...]
         return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces
 
-    def _first_projection(self, time_major_tokens, input_dropout, input_dropout_on):
-        """The first layer's x_proj (x_t W_x + b, or its variant's), every step at once, [T, B, 4H]."""
-        first = self.layers[0]
+    def _first_projection(self, time_major_tokens, site=None):
+        """The first layer's x_proj (x_t W_x + b, or its variant's), every step at once, [T, B, 4H].
+        `site` (index → key) is given in training with dropout."""
+        first, kind = self.layers[0], self.dropout_kind
+        input_rate = self.input_dropout if site else 0.0
         if self.encoding == "scaled":
             x = (time_major_tokens.astype(jnp.float32) / self.vocab_size)[..., None]
-            return first.project_inputs(input_dropout(x))
+            return first.project_inputs(regularisers.dropout(x, site(0), input_rate, kind) if input_rate else x)
+        # Embedding dropout: one [V, 1] mask on the table the tokens' rows are gathered from.
+        tokens_kept = None
+        if site and self.embed_dropout > 0:
+            table = self.embedding if self.encoding == "embed" else first.W_x
+            tokens_kept = regularisers.embedding_mask(site(EMBEDDING_SITE), self.embed_dropout, self.vocab_size,
+                                                      table[...].dtype)
         if self.encoding == "onehot":
-            # Dropout on a one-hot vector only matters at its hot entry: it zeroes or rescales
-            # the whole gathered row, which is exactly a [T, B, 1] mask on the row.
-            if not input_dropout_on:
-                return first.finish_projection(jnp.take(first.W_x[...], time_major_tokens, axis=0))
-            scale = input_dropout(jnp.ones(time_major_tokens.shape + (1,), jnp.float32))
-            return first.finish_projection(jnp.take(first.W_x[...], time_major_tokens, axis=0) * scale)
-        if input_dropout_on:  # the mask acts on the D-wide embedding, so the table trick is off
-            x = jnp.take(self.embedding[...], time_major_tokens, axis=0)
-            return first.project_inputs(input_dropout(x))
-        table = self.embedding[...] @ first.W_x[...]  # V×4H: one small matmul per call
+            rows = first.W_x[...] if tokens_kept is None else first.W_x[...] * tokens_kept
+            gathered = jnp.take(rows, time_major_tokens, axis=0)
+            if input_rate:
+                # Dropout on a one-hot vector only matters at its hot entry: it zeroes or rescales
+                # the whole gathered row, which is exactly a [T, B, 1] factor on the row.
+                gathered = gathered * regularisers.one_hot_input_scale(site(0), input_rate, kind, time_major_tokens,
+                                                                       self.vocab_size, gathered.dtype)
+            return first.finish_projection(gathered)
+        embedding = self.embedding[...] if tokens_kept is None else self.embedding[...] * tokens_kept
+        if input_rate:  # the mask acts on the D-wide embedding, so the table trick is off
+            x = jnp.take(embedding, time_major_tokens, axis=0)
+            return first.project_inputs(regularisers.dropout(x, site(0), input_rate, kind))
+        table = embedding @ first.W_x[...]  # V×4H: one small matmul per call
         return first.finish_projection(jnp.take(table, time_major_tokens, axis=0))
 
     def input_table(self):
@@ -158,7 +188,7 @@ class CharLSTM(nnx.Module):
         if table is not None:
             x_proj = jnp.take(table, tokens, axis=0)
         else:
-            x_proj = self._first_projection(tokens[None], lambda x: x, False)[0]
+            x_proj = self._first_projection(tokens[None])[0]
         new_states, h = [], None  # h: the layer below's output, once there is a layer below
         for index, (layer, state) in enumerate(zip(self.layers, states)):
             if index > 0:

@@ -18,6 +18,7 @@ from flax import nnx
 from lstm import checkpoint, data, optim
 from lstm.cell import GATE_ACTIVATIONS
 from lstm.model import ENCODINGS, CharLSTM
+from lstm.regularisers import DROPOUT_KINDS
 from lstm.variants import CELLS
 
 
@@ -39,6 +40,7 @@ class TrainState(NamedTuple):
 # did. A saved config is upgraded once, when it is read, so the rest of the code sees every
 # option and an old workdir still resumes and samples as before.
 ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid", "model.cell": "lstm",
+                 "model.dropout_kind": "standard", "model.embed_dropout": 0.0, "model.weight_drop": 0.0,
                  "train.eps_placement": "optax", "train.cpu_devices": 0}
 
 
@@ -73,7 +75,11 @@ def validate_config(config) -> None:
         (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (len(m.hidden_sizes) >= 1 and all(int(h) >= 1 for h in m.hidden_sizes),
          "model.hidden_sizes must list at least one positive width"),
-        (0 <= m.dropout < 1 and 0 <= m.input_dropout < 1, "model dropout rates must be in [0, 1)"),
+        (all(0 <= rate < 1 for rate in (m.dropout, m.input_dropout, m.embed_dropout, m.weight_drop)),
+         "model dropout rates (dropout, input_dropout, embed_dropout, weight_drop) must be in [0, 1)"),
+        (m.dropout_kind in DROPOUT_KINDS, f"model.dropout_kind must be one of {', '.join(DROPOUT_KINDS)}"),
+        (m.embed_dropout == 0 or m.encoding != "scaled",
+         "model.embed_dropout needs encoding onehot or embed: the scaled input has no token rows to drop"),
         (m.unroll >= 1, "model.unroll must be >= 1"),
         (m.matmul_dtype in ("float32", "bfloat16"),
          "model.matmul_dtype must be float32 or bfloat16"),
@@ -107,7 +113,8 @@ def build_model(config, vocab_size: int) -> CharLSTM:
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
                     matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
-                    gate_activation=m.gate_activation, cell=m.cell)
+                    gate_activation=m.gate_activation, cell=m.cell, dropout_kind=m.dropout_kind,
+                    embed_dropout=m.embed_dropout, weight_drop=m.weight_drop)
 
 
 def init_train_state(config, vocab_size: int, total_steps: int = 1):
