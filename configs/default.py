@@ -33,6 +33,8 @@ def get_config():
     model.dropout_kind = "standard"  # locked: one mask per sequence, shared across time (AWD-LSTM)
     model.embed_dropout = 0.0  # drops whole tokens' embeddings (or one-hot rows), one mask per batch
     model.weight_drop = 0.0  # DropConnect on W_h, one mask per batch (AWD-LSTM's WeightDrop)
+    model.zoneout_h = 0.0  # a unit keeps its previous h with this probability (Krueger et al. 2016)
+    model.zoneout_c = 0.0  # the same for c; evaluation keeps the expected share instead
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
     model.matmul_dtype = "float32"  # bfloat16: bf16 matmul operands, float32 accumulation and state (GPU)
     model.gate_activation = "sigmoid"  # hard_sigmoid: Keras 1 / 2.0-2.2's default gates (the tutorial's)

@@ -136,14 +136,30 @@ def lstm_step(W_h, state: LSTMState, x_proj, matmul_dtype: str | None = None,
 
 
 def cell_step(cell: str, W_h, extras, state: LSTMState, x_proj, matmul_dtype=None,
-              gate_activation="sigmoid"):
-    """One step of variant `cell`; extras {name: fused array} are its extra parameters."""
+              gate_activation="sigmoid", zone=None):
+    """One step of variant `cell`; extras {name: fused array} are its extra parameters; zone
+    (keep_h, keep_c), if given, is zoneout's share of the previous state that is kept."""
     sigma, _ = gate_activation_and_derivative(gate_activation)
     variant = get_variant(cell)
     h_proj = matmul(state.h, W_h, matmul_dtype)
     p = per_group(variant, extras, state.h.shape[-1])
     h, c, gates = variant.step(p, x_proj, h_proj, state.c, sigma)
-    return LSTMState(h=h, c=c), Gates(**gates)
+    return zoneout(LSTMState(h=h, c=c), state, zone), Gates(**gates)
+
+
+def zoneout(new: LSTMState, previous: LSTMState, zone) -> LSTMState:
+    """Zoneout (Krueger et al. 2016): each unit keeps its previous value where keep = 1.
+    In training keep is a 0/1 mask drawn per step and unit; in evaluation it is the rate
+    itself, the expectation. zone = None (no zoneout) or (keep_h, keep_c)."""
+    if zone is None:
+        return new
+    keep_h, keep_c = zone
+    return LSTMState(h=keep_h * previous.h + (1 - keep_h) * new.h, c=keep_c * previous.c + (1 - keep_c) * new.c)
+
+
+def _per_step(zone):
+    """Zoneout's masks as scan inputs ([T, B, H] each), or None where zone is constant."""
+    return zone if zone is not None and jnp.ndim(zone[0]) == 3 else None
 
 
 class LSTMCell(nnx.Module):
@@ -152,13 +168,14 @@ class LSTMCell(nnx.Module):
 
     def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs,
                  param_dtype=jnp.float32, matmul_dtype: str | None = None,
-                 gate_activation: str = "sigmoid", cell: str = "lstm"):
+                 gate_activation: str = "sigmoid", cell: str = "lstm", zoneout: tuple = (0.0, 0.0)):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.matmul_dtype = check_matmul_dtype(matmul_dtype)
         gate_activation_and_derivative(gate_activation)  # rejects unknown names here, not at trace time
         self.gate_activation = gate_activation
         self.cell = cell
+        self.zoneout = tuple(float(rate) for rate in zoneout)  # (h, c): kept with this probability
         variant = get_variant(cell)
         self.W_x = nnx.Param(glorot_uniform(rngs.params(), (input_size, 4 * hidden_size), param_dtype))
         self.W_h = nnx.Param(keras_orthogonal(rngs.params(), (hidden_size, 4 * hidden_size), param_dtype))
@@ -229,26 +246,34 @@ class LSTMCell(nnx.Module):
         """One time step from a pre-computed input projection x_proj [B, 4H] (`project_inputs`).
         Returns the new state and the gate activations."""
         return cell_step(self.cell, self.W_h[...], self._extras(), state, x_proj,
-                         self.matmul_dtype, self.gate_activation)
+                         self.matmul_dtype, self.gate_activation, self.expected_zone())
 
-    def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False, W_h=None):
+    def expected_zone(self):
+        """Zoneout at evaluation: keep the expected share of the previous state (None: off)."""
+        return self.zoneout if any(self.zoneout) else None
+
+    def scan(self, x_proj, state: LSTMState, *, unroll: int = 1, trace: bool = False, W_h=None,
+             zone=None):
         """Runs `step` over time with `jax.lax.scan`.
 
         x_proj: [T, B, 4H], time-major (the scan walks the leading axis).
         Returns (final_state, hs [T, B, H]) or, with trace=True,
         (final_state, (hs, cs, Gates)) where every array is [T, B, H]. Both paths run the
         same `step`, so traced gates are exactly the ones the forward pass used. `W_h`, if
-        given, replaces the layer's recurrent matrix (weight drop's masked copy for a batch).
+        given, replaces the layer's recurrent matrix (weight drop's masked copy for a batch);
+        `zone`, zoneout's training masks (keep_h, keep_c), each [T, B, H] (default: the
+        layer's expected zoneout, or none).
         """
         W_h = self.W_h[...] if W_h is None else W_h
         dtype, activation, extras = self.matmul_dtype, self.gate_activation, self._extras()
+        zone = self.expected_zone() if zone is None else zone
         if trace:
             final, (hs, cs, gates, _) = _forward(self.cell, W_h, extras, x_proj, state, unroll, dtype,
-                                                 activation)
+                                                 activation, zone=zone)
             return final, (hs, cs, gates)
-        if self.cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD:
+        if self.cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD and zone is None:
             return recurrence(W_h, x_proj, state, unroll, dtype, activation)
-        return derived_recurrence(W_h, extras, x_proj, state, unroll, dtype, activation, self.cell)
+        return derived_recurrence(W_h, extras, x_proj, state, unroll, dtype, activation, self.cell, zone)
 
 
 # -- the backward pass, written out ------------------------------------------------------------
@@ -270,21 +295,24 @@ def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str
 
 
 def _forward(cell, W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
-             keep_h_proj=False):
+             keep_h_proj=False, zone=None):
     """(final_state, (hs, cs, Gates, h_projs)), arrays [T, B, H] (h_projs [T, B, 4H], or None
-    unless keep_h_proj): the one scan the training path and gate tracing run."""
+    unless keep_h_proj): the one scan the training path and gate tracing run. zone: zoneout's
+    (keep_h, keep_c), masks [T, B, H] or constants."""
     W_h = W_h.astype(matmul_dtype) if matmul_dtype else W_h  # rounded once, not every step
     sigma, _ = gate_activation_and_derivative(gate_activation)
     variant = get_variant(cell)
     p = per_group(variant, extras, state.h.shape[-1])
 
-    def body(carry, xp):
+    def body(carry, inputs):
+        xp, zone_t = inputs
         # Closing over W_h as a plain array (not the module) keeps the scan body pure.
         h_proj = matmul(carry.h, W_h, matmul_dtype)
         h, c, gates = variant.step(p, xp, h_proj, carry.c, sigma)
-        return LSTMState(h=h, c=c), (h, c, Gates(**gates), h_proj if keep_h_proj else None)
+        new = zoneout(LSTMState(h=h, c=c), carry, zone if zone_t is None else zone_t)
+        return new, (new.h, new.c, Gates(**gates), h_proj if keep_h_proj else None)
 
-    return jax.lax.scan(body, state, x_proj, unroll=unroll)
+    return jax.lax.scan(body, state, (x_proj, _per_step(zone)), unroll=unroll)
 
 
 def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
@@ -361,21 +389,22 @@ HAND_WRITTEN_LSTM_BACKWARD = True
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
 def derived_recurrence(W_h, extras, x_proj, state: LSTMState, unroll: int = 1,
                        matmul_dtype: str | None = None, gate_activation: str = "sigmoid",
-                       cell: str = "lstm"):
-    """Variant `cell` scanned: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
+                       cell: str = "lstm", zone=None):
+    """Variant `cell` scanned: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]; zone:
+    zoneout's (keep_h, keep_c), masks [T, B, H] or constants (no gradient flows to them)."""
     final_state, (hs, *_) = _forward(cell, W_h, extras, x_proj, state, unroll, matmul_dtype,
-                                     gate_activation)
+                                     gate_activation, zone=zone)
     return final_state, hs
 
 
-def _derived_fwd(W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell):
+def _derived_fwd(W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
     final_state, (hs, cs, _, h_projs) = _forward(cell, W_h, extras, x_proj, state, unroll,
-                                                 matmul_dtype, gate_activation, keep_h_proj=True)
-    return (final_state, hs), (W_h, extras, x_proj, state, hs, cs, h_projs)
+                                                 matmul_dtype, gate_activation, keep_h_proj=True, zone=zone)
+    return (final_state, hs), (W_h, extras, x_proj, state, hs, cs, h_projs, zone)
 
 
 def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
-    W_h, extras, x_proj, state, hs, cs, h_projs = residuals
+    W_h, extras, x_proj, state, hs, cs, h_projs, zone = residuals
     d_final, d_hs = cotangents
     h_prev = jnp.concatenate([state.h[None], hs[:-1]])
     c_prev = jnp.concatenate([state.c[None], cs[:-1]])
@@ -384,27 +413,34 @@ def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotange
     variant = get_variant(cell)
     hidden = state.h.shape[-1]
 
-    def new_state(xp, hp, c_before, extras):
+    def new_state(xp, hp, c_before, h_before, extras, zone_t):
         h, c, _ = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
-        return h, c
+        new = zoneout(LSTMState(h=h, c=c), LSTMState(h=h_before, c=c_before), zone_t)
+        return new.h, new.c
 
     def body(carry, step):
         dh_next, dc_next, d_extras = carry
-        dh_out, xp, hp, c_before = step
-        _, vjp = jax.vjp(new_state, xp, hp, c_before, extras)
-        d_xp, dz, dc_before, d_step_extras = vjp((dh_out + dh_next, dc_next))
+        dh_out, xp, hp, c_before, h_before, zone_t = step
+        zone_t = zone if zone_t is None else zone_t
+        _, vjp = jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, c_before, h_before, extras)
+        d_xp, dz, dc_before, dh_before, d_step_extras = vjp((dh_out + dh_next, dc_next))
         d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
         # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
         emitted = (dz, d_xp) if variant.normalises_inputs else dz
-        return (matmul(dz, W_h_T, matmul_dtype), dc_before, d_extras), emitted
+        dh_prev = matmul(dz, W_h_T, matmul_dtype)
+        if zone is not None:  # zoneout also hands h_{t-1} to h_t directly, elementwise
+            dh_prev = dh_prev + dh_before
+        return (dh_prev, dc_before, d_extras), emitted
 
     zero_extras = jax.tree.map(jnp.zeros_like, extras)
-    steps = (d_hs, x_proj, h_projs, c_prev)
+    # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
+    steps = (d_hs, x_proj, h_projs, c_prev, h_prev if zone is not None else None, _per_step(zone))
     (dh0, dc0, d_extras), emitted = jax.lax.scan(
         body, (d_final.h, d_final.c, zero_extras), steps, reverse=True, unroll=unroll)
     dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
     d_W_h = recurrent_weight_gradient(h_prev, dzs, matmul_dtype=matmul_dtype)
-    return d_W_h, d_extras, d_x_proj, LSTMState(h=dh0, c=dc0)
+    d_zone = jax.tree.map(jnp.zeros_like, zone)  # masks and rates are not trained
+    return d_W_h, d_extras, d_x_proj, LSTMState(h=dh0, c=dc0), d_zone
 
 
 derived_recurrence.defvjp(_derived_fwd, _derived_bwd)

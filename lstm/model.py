@@ -20,6 +20,7 @@ ENCODINGS = ("scaled", "onehot", "embed")
 # always, so runs without the newer regularisers keep their masks); the others sit far above.
 EMBEDDING_SITE = 1 << 16
 WEIGHT_DROP_SITE = 1 << 17  # + layer index
+ZONEOUT_SITE = 1 << 18  # + 2 · layer index (h), + 1 (c)
 
 
 class CharLSTM(nnx.Module):
@@ -33,7 +34,8 @@ class CharLSTM(nnx.Module):
     Dropout follows every LSTM layer (the tutorial's Dropout(0.2) after each LSTM), and
     optionally the input (the tutorial's extension 6); `dropout_kind="locked"` shares each
     sequence's masks across time. `embed_dropout` drops whole tokens' input rows and
-    `weight_drop` the recurrent weights' entries, one mask per batch (lstm/regularisers.py).
+    `weight_drop` the recurrent weights' entries, one mask per batch (lstm/regularisers.py);
+    `zoneout_h` and `zoneout_c` let each unit keep its previous h or c (cell.zoneout).
     `matmul_dtype="bfloat16"` runs the layers' and the head's matmuls on bfloat16 operands with
     float32 accumulation (cell.py).
     `gate_activation="hard_sigmoid"` gives every layer Keras's pre-2.3 gates (cell.py), and
@@ -44,13 +46,15 @@ class CharLSTM(nnx.Module):
                  encoding: str = "scaled", embed_dim: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, unroll: int = 1, matmul_dtype: str | None = None,
                  gate_activation: str = "sigmoid", cell: str = "lstm", dropout_kind: str = "standard",
-                 embed_dropout: float = 0.0, weight_drop: float = 0.0, rngs: nnx.Rngs):
+                 embed_dropout: float = 0.0, weight_drop: float = 0.0, zoneout_h: float = 0.0,
+                 zoneout_c: float = 0.0, rngs: nnx.Rngs):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; choose one of {ENCODINGS}")
         if not hidden_sizes:
             raise ValueError("hidden_sizes must name at least one layer")
         for name, rate in (("dropout", dropout), ("input_dropout", input_dropout),
-                           ("embed_dropout", embed_dropout), ("weight_drop", weight_drop)):
+                           ("embed_dropout", embed_dropout), ("weight_drop", weight_drop),
+                           ("zoneout_h", zoneout_h), ("zoneout_c", zoneout_c)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
         if dropout_kind not in regularisers.DROPOUT_KINDS:
@@ -65,6 +69,7 @@ class CharLSTM(nnx.Module):
         self.dropout_kind = dropout_kind
         self.embed_dropout = embed_dropout
         self.weight_drop = weight_drop
+        self.zoneout = (zoneout_h, zoneout_c)
         self.unroll = unroll
         self.matmul_dtype = check_matmul_dtype(matmul_dtype)
         if encoding == "embed":
@@ -75,7 +80,7 @@ class CharLSTM(nnx.Module):
         layers = []
         for hidden in self.hidden_sizes:
             layers.append(LSTMCell(input_size, hidden, rngs=rngs, matmul_dtype=matmul_dtype,
-                                   gate_activation=gate_activation, cell=cell))
+                                   gate_activation=gate_activation, cell=cell, zoneout=self.zoneout))
             input_size = hidden
         self.layers = nnx.List(layers)
         self.head_W = nnx.Param(glorot_uniform(rngs.params(), (input_size, vocab_size)))
@@ -101,7 +106,7 @@ class CharLSTM(nnx.Module):
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
-        rates = (self.dropout, self.input_dropout, self.embed_dropout, self.weight_drop)
+        rates = (self.dropout, self.input_dropout, self.embed_dropout, self.weight_drop, *self.zoneout)
         use_dropout = train and any(rate > 0 for rate in rates)
         if use_dropout and dropout_key is None:
             raise ValueError("train=True with dropout needs a dropout_key")
@@ -127,7 +132,13 @@ class CharLSTM(nnx.Module):
             W_h = None  # the layer's own; with weight drop, a masked copy for this batch
             if use_dropout and self.weight_drop > 0:
                 W_h = regularisers.weight_drop(layer.W_h[...], site(WEIGHT_DROP_SITE + index), self.weight_drop)
-            layer_final, out = layer.scan(x_proj, layer_state, unroll=self.unroll, trace=trace, W_h=W_h)
+            zone = None  # the layer's expected zoneout; in training, masks for this batch
+            if use_dropout and any(self.zoneout):
+                zone = tuple(jax.random.bernoulli(site(ZONEOUT_SITE + 2 * index + j), rate, x_proj.shape[:2] +
+                                                  (layer.hidden_size,)).astype(x_proj.dtype)
+                             for j, rate in enumerate(self.zoneout))
+            layer_final, out = layer.scan(x_proj, layer_state, unroll=self.unroll, trace=trace, W_h=W_h,
+                                          zone=zone)
             if trace:
                 hs, cs, gates = out
                 traces.append({**{n: getattr(gates, n) for n in GATE_ORDER}, "c": cs, "h": hs})

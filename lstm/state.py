@@ -41,6 +41,7 @@ class TrainState(NamedTuple):
 # option and an old workdir still resumes and samples as before.
 ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid", "model.cell": "lstm",
                  "model.dropout_kind": "standard", "model.embed_dropout": 0.0, "model.weight_drop": 0.0,
+                 "model.zoneout_h": 0.0, "model.zoneout_c": 0.0,
                  "train.eps_placement": "optax", "train.cpu_devices": 0}
 
 
@@ -75,8 +76,10 @@ def validate_config(config) -> None:
         (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
         (len(m.hidden_sizes) >= 1 and all(int(h) >= 1 for h in m.hidden_sizes),
          "model.hidden_sizes must list at least one positive width"),
-        (all(0 <= rate < 1 for rate in (m.dropout, m.input_dropout, m.embed_dropout, m.weight_drop)),
-         "model dropout rates (dropout, input_dropout, embed_dropout, weight_drop) must be in [0, 1)"),
+        (all(0 <= rate < 1 for rate in (m.dropout, m.input_dropout, m.embed_dropout, m.weight_drop,
+                                        m.zoneout_h, m.zoneout_c)),
+         "model dropout rates (dropout, input_dropout, embed_dropout, weight_drop, zoneout_h, zoneout_c) "
+         "must be in [0, 1)"),
         (m.dropout_kind in DROPOUT_KINDS, f"model.dropout_kind must be one of {', '.join(DROPOUT_KINDS)}"),
         (m.embed_dropout == 0 or m.encoding != "scaled",
          "model.embed_dropout needs encoding onehot or embed: the scaled input has no token rows to drop"),
@@ -114,7 +117,8 @@ def build_model(config, vocab_size: int) -> CharLSTM:
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),
                     matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
                     gate_activation=m.gate_activation, cell=m.cell, dropout_kind=m.dropout_kind,
-                    embed_dropout=m.embed_dropout, weight_drop=m.weight_drop)
+                    embed_dropout=m.embed_dropout, weight_drop=m.weight_drop, zoneout_h=m.zoneout_h,
+                    zoneout_c=m.zoneout_c)
 
 
 def init_train_state(config, vocab_size: int, total_steps: int = 1):

@@ -11,14 +11,15 @@ from flax import nnx
 
 import lstm
 from lstm import regularisers, train
-from lstm.cell import lstm_step
-from lstm.model import EMBEDDING_SITE, WEIGHT_DROP_SITE
+from lstm.cell import cell_step
+from lstm.model import EMBEDDING_SITE, WEIGHT_DROP_SITE, ZONEOUT_SITE
 from tests.test_cell import float64
 from tests.test_train import final_params, losses, tiny_config
 
 B, T, V, D = 3, 5, 7, 4
 HIDDEN = (6, 5)
 RATES = {"dropout": 0.3, "input_dropout": 0.25, "embed_dropout": 0.35, "weight_drop": 0.4}
+ZONEOUT = {"zoneout_h": 0.2, "zoneout_c": 0.45}  # unlike the others, it changes evaluation too
 
 
 def test_locked_masks_are_shared_across_time_and_drawn_per_sequence_and_key():
@@ -61,8 +62,8 @@ def test_locked_one_hot_input_dropout_is_a_per_sequence_mask_on_the_one_hot_vect
             assert len(set(scale[np.asarray(tokens[:, b]) == token, b])) <= 1
 
 
-def make_model(encoding, kind, **rates):
-    model = lstm.CharLSTM(V, hidden_sizes=HIDDEN, encoding=encoding, embed_dim=D, dropout_kind=kind,
+def make_model(encoding, kind, cell="lstm", **rates):
+    model = lstm.CharLSTM(V, hidden_sizes=HIDDEN, encoding=encoding, embed_dim=D, dropout_kind=kind, cell=cell,
                           rngs=nnx.Rngs(0), **rates)
     rng = np.random.default_rng(1)
     for layer in model.layers:
@@ -71,7 +72,8 @@ def make_model(encoding, kind, **rates):
 
 
 def rates_for(encoding):
-    return {k: v for k, v in RATES.items() if not (k == "embed_dropout" and encoding == "scaled")}
+    rates = RATES | ZONEOUT
+    return {k: v for k, v in rates.items() if not (k == "embed_dropout" and encoding == "scaled")}
 
 
 def masks_from(key, model):
@@ -94,15 +96,26 @@ def masks_from(key, model):
     masks["weights"] = [keep(WEIGHT_DROP_SITE + i, model.weight_drop, (h, 4 * h)) for i, h in enumerate(HIDDEN)]
     masks["outputs"] = [jnp.swapaxes(keep(i + 1, model.dropout, (1 if locked else T, B, h)), 0, 1)
                         for i, h in enumerate(HIDDEN)]
+    # zoneout: 1 keeps a unit's previous value, drawn afresh for every step, sequence and unit
+    masks["zone"] = [tuple(jax.random.bernoulli(jax.random.fold_in(key, ZONEOUT_SITE + 2 * i + j), rate, (T, B, h))
+                           .astype(jnp.float64) for j, rate in enumerate(model.zoneout)) for i, h in enumerate(HIDDEN)]
     return masks
+
+
+def evaluation_masks(model):
+    """No dropout at evaluation; zoneout keeps its expected share of the previous state."""
+    ones = lambda shape: jnp.ones(shape, jnp.float64)
+    return {"input": 1.0, "weights": [1.0] * len(HIDDEN), "outputs": [ones((1, 1, 1))] * len(HIDDEN),
+            "zone": [tuple(jnp.full((T, B, 1), rate, jnp.float64) for rate in model.zoneout)] * len(HIDDEN)}
 
 
 def masked_plain_forward(model, tokens, state, masks):
     """The model written the plain way with every mask applied where its paper puts it: on the
-    dense input vectors (one-hot as a matmul), the embedding rows, W_h, each layer's output."""
+    dense input vectors (one-hot as a matmul), the embedding rows, W_h, each layer's output,
+    and zoneout mixing each step's new h and c with the previous ones."""
     if model.encoding == "scaled":  # the model encodes k/V in float32, and drops it there
         x = (tokens.astype(jnp.float32) / V)[..., None]
-        x = jnp.where(masks["input"] > 0, x / (1 - model.input_dropout), 0.0).astype(jnp.float64)
+        x = jnp.where(jnp.asarray(masks["input"]) > 0, x / (1 - model.input_dropout), 0.0).astype(jnp.float64)
     elif model.encoding == "onehot":
         x = jax.nn.one_hot(tokens, V, dtype=jnp.float64)
         if "tokens" in masks:
@@ -113,10 +126,18 @@ def masked_plain_forward(model, tokens, state, masks):
         x = table[tokens] * masks["input"]
     x = jnp.swapaxes(x, 0, 1)  # time-major
     finals = []
-    for layer, layer_state, W_mask, out_mask in zip(model.layers, state, masks["weights"], masks["outputs"]):
+    for layer, layer_state, W_mask, out_mask, (keep_h, keep_c) in zip(
+            model.layers, state, masks["weights"], masks["outputs"], masks["zone"]):
         W_h = layer.W_h[...] * W_mask
-        step = lambda carry, xp, W_h=W_h: (lstm_step(W_h, carry, xp)[0],) * 2
-        final, states = jax.lax.scan(step, layer_state, x @ layer.W_x[...] + layer.b[...])
+
+        def step(carry, inputs, W_h=W_h, layer=layer):
+            xp, kh, kc = inputs
+            new, _ = cell_step(layer.cell, W_h, layer._extras(), carry, xp)
+            new = lstm.LSTMState(kh * carry.h + (1 - kh) * new.h, kc * carry.c + (1 - kc) * new.c)
+            return new, new
+
+        x_proj = layer.finish_projection(x @ layer.W_x[...])
+        final, states = jax.lax.scan(step, layer_state, (x_proj, keep_h, keep_c))
         finals.append(final)
         x = states.h * jnp.swapaxes(out_mask, 0, 1)
     return jnp.swapaxes(x @ model.head_W[...] + model.head_b[...], 0, 1), finals
@@ -128,7 +149,7 @@ def test_values_and_gradients_match_a_plain_forward_applying_the_same_masks_in_f
     key = jax.random.key(3)
     with float64():
         model = make_model(encoding, kind, **rates_for(encoding))
-        graphdef, params = nnx.split(model)
+        graphdef, params = nnx.split(model)  # every regulariser at once, zoneout included
         params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
         rng = np.random.default_rng(2)
         tokens = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
@@ -153,7 +174,7 @@ def test_values_and_gradients_match_a_plain_forward_applying_the_same_masks_in_f
 
 @pytest.mark.parametrize("encoding", ["onehot", "embed"])
 def test_evaluation_is_mask_free_and_training_masks_follow_the_key(encoding):
-    model = make_model(encoding, "locked", **rates_for(encoding))
+    model = make_model(encoding, "locked", **{k: v for k, v in rates_for(encoding).items() if k in RATES})
     bare = make_model(encoding, "locked")  # same parameters (same seed), no regularisers
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, V, (B, T)), jnp.int32)
     np.testing.assert_array_equal(model(tokens)[0], bare(tokens)[0])
@@ -164,6 +185,39 @@ def test_evaluation_is_mask_free_and_training_masks_follow_the_key(encoding):
         alone = make_model(encoding, "standard", **{rate: RATES[rate]})
         np.testing.assert_array_equal(alone(tokens)[0], bare(tokens)[0])
         assert not np.allclose(alone(tokens, train=True, dropout_key=jax.random.key(5))[0], bare(tokens)[0]), rate
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm"])
+def test_zoneout_evaluates_with_its_expectation_and_decoding_agrees(cell):
+    """At evaluation each unit keeps the expected share of its previous h and c; the sampler's
+    token-by-token decode applies the same; training gradients with zoneout's masks match
+    autodiff of the plain forward for variants too (the derived backward)."""
+    with float64():
+        model = make_model("embed", "standard", cell, **ZONEOUT)
+        graphdef, params = nnx.split(model)
+        params = jax.tree.map(lambda p: p.astype(jnp.float64), params)
+        model = nnx.merge(graphdef, params)
+        rng = np.random.default_rng(6)
+        tokens = jnp.asarray(rng.integers(0, V, (B, T)), jnp.int32)
+        state = model.initial_state(B)
+        state = jax.tree.map(lambda a: a.astype(jnp.float64), state)
+        logits, _ = model(tokens, state)
+        want, _ = masked_plain_forward(model, tokens, state, evaluation_masks(model))
+        np.testing.assert_allclose(logits, want, rtol=1e-12, atol=1e-12)
+        states, table = state, model.input_table()
+        for t in range(T):
+            step_logits, states = model.decode_step(tokens[:, t], states, table)
+            np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-10, atol=1e-12)
+        key = jax.random.key(8)
+        weights = jnp.asarray(rng.normal(size=(B, T, V)))
+
+        def grads(forward):
+            return jax.grad(lambda p: jnp.sum(forward(nnx.merge(graphdef, p))[0] * weights))(params)
+
+        ours = grads(lambda m: m(tokens, state, train=True, dropout_key=key))
+        reference = grads(lambda m: masked_plain_forward(m, tokens, state, masks_from(key, m)))
+        for (path, got), expected in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(reference)):
+            np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10, err_msg=jax.tree_util.keystr(path))
 
 
 def test_bad_settings_are_refused_in_one_line():
@@ -189,7 +243,7 @@ def test_a_run_with_every_regulariser_resumes_exactly(corpus_path, tmp_path):
     def config_for(max_steps):
         config = tiny_config(corpus_path, max_steps=max_steps)
         config.model.dropout_kind = "locked"
-        for rate, value in RATES.items():
+        for rate, value in (RATES | ZONEOUT).items():
             setattr(config.model, rate, value)
         return config
 
