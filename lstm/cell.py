@@ -29,8 +29,7 @@ out). The default, None, is plain float32 everywhere.
 Why the input projection is outside the scan: x_t W_x + b does not depend on h, so for all T
 steps it is one large [B·T, I] × [I, 4H] matmul (or, for one-hot and embedded inputs, a row
 gather from a V×4H table) instead of T small ones inside the sequential loop; the scan is left
-with only h_{t-1} W_h and elementwise work (docs/design.md, "Performance principles", 1). A
-variant's own input transform (layernorm's normalisation of x_t W_x) runs there too.
+with only h_{t-1} W_h and elementwise work (docs/design.md, "Performance principles", 1).
 
 `cell=NAME` picks one of the variants of lstm/variants.py (peepholes, Greff et al.'s ablations,
 layer normalisation); `lstm`, the default, is the cell above. Each variant is its step, written
