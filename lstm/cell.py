@@ -229,13 +229,10 @@ class LSTMCell(nnx.Module):
         return LSTMState(h=zeros, c=zeros)
 
     def finish_projection(self, x_w):
-        """x W_x [..., 4H] → the x_proj the step reads: + b, or the variant's `prepare_inputs`
-        (layernorm normalises first). Row-wise, so a table of projected tokens may go through
-        it once and be gathered from afterwards."""
-        variant = get_variant(self.cell)
-        if variant.prepare_inputs is None:
-            return x_w + self.b[...]
-        return variant.prepare_inputs(per_group(variant, self._extras(), self.hidden_size), x_w)
+        """x W_x [..., 4H] → the x_proj the step reads: + b, unless the variant adds b in its
+        step after normalising (layernorm). Row-wise, so a table of projected tokens may go
+        through it once and be gathered from afterwards."""
+        return x_w if get_variant(self.cell).normalises_inputs else x_w + self.b[...]
 
     def project_inputs(self, x):
         """x [..., I] → x_proj [..., 4H]; called once for every time step at once."""

@@ -26,8 +26,7 @@ and σ is the gate activation (sigmoid or hard_sigmoid):
 A removed gate keeps its (unused, zero-gradient) blocks of the fused matrices, so every variant
 keeps the one layout, Keras's weight copy and `gate_params()`; traces show it as its constant.
 Extra parameters are named per gate: `gate_params()["i"]["p"]`; layernorm's α_c, β_c sit under
-a fifth group "c". Layernorm adds b after normalising, in its step, so its `prepare_inputs`
-leaves x_t W_x unbiased.
+a fifth group "c". Layernorm adds b after normalising, in its step, so its x_proj is x_t W_x.
 
 Left out, and why:
   fgr (full gate recurrence: i, f, o also see i_{t-1}, f_{t-1}, o_{t-1} through nine H×H
@@ -73,16 +72,14 @@ def split_gates(z):
 
 class Variant(NamedTuple):
     """step(p, x_proj, h_proj, c_prev, σ) → (h, c, {i, f, g, o}): h_proj = h_{t-1} W_h, p =
-    {group: {name: [H]}} the extra parameters, x_proj = prepare_inputs(p, x_t W_x), which is
-    x_t W_x + b unless the variant prepares its inputs itself; prepare_inputs runs before the
-    recurrence, for every step at once. extras: {name: (groups, initial value)}.
+    {group: {name: [H]}} the extra parameters, x_proj = x_t W_x + b (x_t W_x alone for a variant
+    that normalises its inputs). extras: {name: (groups, initial value)}.
     normalises_inputs: the step sees the two projections apart (layernorm), so their gradients
     differ, and b is its parameter, added in the step after normalising."""
 
     step: Callable
     extras: dict = {}
     normalises_inputs: bool = False
-    prepare_inputs: Callable | None = None
 
 
 def lstm(p, x_proj, h_proj, c_prev, sigma):
@@ -125,11 +122,6 @@ def fused(p, name):
     return jnp.concatenate([p[gate][name] for gate in GATE_ORDER], axis=-1)
 
 
-def unbiased_inputs(p, x_w):
-    """x_t W_x alone: a variant that adds b after normalising adds it in its step."""
-    return x_w
-
-
 def layernorm(p, x_proj, h_proj, c_prev, sigma):
     # LN(x_t W_x) does not depend on h_{t-1}, yet it stays in the step: hoisted before the scan it
     # measured slower (it materialises [T, B, 4H] arrays the loop computes on the fly;
@@ -161,7 +153,7 @@ VARIANTS = {
     "niaf": _ablation(no_input_activation=True),
     "noaf": _ablation(no_output_activation=True),
     "cifg": _ablation(("f",), coupled=True),
-    "layernorm": Variant(layernorm, normalises_inputs=True, prepare_inputs=unbiased_inputs, extras={
+    "layernorm": Variant(layernorm, normalises_inputs=True, extras={
         "gain_x": (GATE_ORDER, 1.0), "bias_x": (GATE_ORDER, 0.0),
         "gain_h": (GATE_ORDER, 1.0), "bias_h": (GATE_ORDER, 0.0),
         "gain": (("c",), 1.0), "bias": (("c",), 0.0)}),
