@@ -22,7 +22,7 @@ def get_config():
     data.val_fraction = 0.1  # contiguous held-out tail; the faithful configs set 0 like the tutorial
     data.seq_len = 100  # the tutorial's window
     data.stride = 1  # distance between window starts; 1 = every window (the tutorial)
-    data.objective = "last"  # last | all | stateful (docs/design.md, "Objectives")
+    data.objective = "last"  # last | all | stateful | sentences (docs/design.md, "Objectives")
 
     config.model = model = ml_collections.ConfigDict()
     model.encoding = "scaled"  # scaled (the tutorial: index / V) | onehot | embed

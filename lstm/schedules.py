@@ -2,7 +2,9 @@
 
 Every objective reduces to window *start* indices into the 1-D id array: the training loop
 keeps the ids on the device and gathers windows there (docs/design.md, "Performance principles", 2), and a schedule
-is a pure function of (seed, epoch, step), so a resumed run sees the same batches.
+is a pure function of (seed, epoch, step), so a resumed run sees the same batches. The
+`sentences` objective adds per-position loss weights (lstm/sentences.py says why that is
+padding).
 """
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm.data import DataError
+from lstm.sentences import SentenceWindows
 
 # Above this many windows the epoch's cached permutation would pass 64 MiB (int32); a Feistel
 # bijection gives every batch its windows from O(batch) work instead.
 MAX_MATERIALISED_PERMUTATION = 1 << 24
 FEISTEL_ROUNDS = 6
-OBJECTIVES = ("last", "all", "stateful")
-_UNKNOWN_OBJECTIVE = "unknown objective {!r}; expected 'last', 'all' or 'stateful'"
+OBJECTIVES = ("last", "all", "stateful", "sentences")
+_UNKNOWN_OBJECTIVE = "unknown objective {!r}; expected 'last', 'all', 'stateful' or 'sentences'"
 
 
 def _check_sizes(num_tokens, **sizes):
@@ -59,7 +62,31 @@ def feistel_permute(positions, domain_size: int, keys) -> np.ndarray:
     return values.astype(np.int64)
 
 
-class WindowSchedule:
+class _Shuffled:
+    """Visits num_windows things once per epoch, in an order fixed by (seed, epoch)."""
+
+    num_windows: int
+    seed: int
+    _permutation_epoch, _permutation = None, None
+
+    def _window_order(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        if self.num_windows > MAX_MATERIALISED_PERMUTATION:
+            keys = np.random.default_rng([self.seed, epoch]).integers(
+                0, 2**63, size=FEISTEL_ROUNDS, dtype=np.uint64)
+            return feistel_permute(positions, self.num_windows, keys)
+        if self._permutation_epoch != epoch:  # memo: every step of an epoch uses the same one
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
+            self._permutation = order.astype(np.int32)
+            self._permutation_epoch = epoch
+        return self._permutation[positions]
+
+
+def _check_seed(seed):
+    if int(seed) != seed or seed < 0:
+        raise DataError(f"seed must be a non-negative integer; got {seed!r}")
+
+
+class WindowSchedule(_Shuffled):
     """Shuffled windows for the "last" and "all" objectives.
 
     A window starting at s has inputs tokens[s:s+T]; its target is tokens[s+T] ("last", the
@@ -73,8 +100,7 @@ class WindowSchedule:
         if objective not in ("last", "all"):
             raise DataError(f"WindowSchedule objective must be 'last' or 'all'; got {objective!r}")
         _check_sizes(num_tokens, seq_len=seq_len, batch_size=batch_size, stride=stride)
-        if int(seed) != seed or seed < 0:
-            raise DataError(f"seed must be a non-negative integer; got {seed!r}")
+        _check_seed(seed)
         last_start = num_tokens - 1 - seq_len
         if last_start < 0:
             raise DataError(f"{num_tokens} tokens are too short for one window of {seq_len} "
@@ -83,18 +109,6 @@ class WindowSchedule:
         self.stride, self.seed = stride, seed
         self.num_windows = last_start // stride + 1
         self.steps_per_epoch = math.ceil(self.num_windows / batch_size)
-        self._permutation_epoch, self._permutation = None, None
-
-    def _window_order(self, epoch: int, positions: np.ndarray) -> np.ndarray:
-        if self.num_windows > MAX_MATERIALISED_PERMUTATION:
-            keys = np.random.default_rng([self.seed, epoch]).integers(
-                0, 2**63, size=FEISTEL_ROUNDS, dtype=np.uint64)
-            return feistel_permute(positions, self.num_windows, keys)
-        if self._permutation_epoch != epoch:  # memo: every step of an epoch uses the same one
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_windows)
-            self._permutation = order.astype(np.int32)
-            self._permutation_epoch = epoch
-        return self._permutation[positions]
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(starts int32[B], weights float32[B]); weight 0 marks padding."""
@@ -103,6 +117,44 @@ class WindowSchedule:
         weights = (positions < self.num_windows).astype(np.float32)
         windows = self._window_order(epoch, positions % self.num_windows)
         return (windows * self.stride).astype(np.int32), weights
+
+
+class SentenceSchedule(_Shuffled):
+    """Shuffled sentences for the "sentences" objective (the tutorial's extension 4): one
+    sentence per row, its window starting at its first character, padded by the characters
+    after it, which weigh 0 (lstm/sentences.py has the splitting rule and why that is padding).
+
+    batch() gives per-position weights, float32[B, T]: 1 where the target is a character of
+    the row's sentence. Each epoch visits every sentence once in an order fixed by (seed,
+    epoch); the ragged last batch is filled with all-zero rows, as WindowSchedule's is.
+    """
+
+    def __init__(self, text: str, seq_len, batch_size, *, seed=0):
+        _check_sizes(len(text), seq_len=seq_len, batch_size=batch_size)
+        _check_seed(seed)
+        self.objective, self.seq_len, self.batch_size, self.seed = "sentences", seq_len, batch_size, seed
+        self.sentences = SentenceWindows.from_text(text, seq_len)
+        self.num_windows = len(self.sentences)
+        self.steps_per_epoch = math.ceil(self.num_windows / batch_size)
+
+    def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(starts int32[B], weights float32[B, T])."""
+        _check_step(step, self.steps_per_epoch)
+        positions = step * self.batch_size + np.arange(self.batch_size)
+        rows = self._window_order(epoch, positions % self.num_windows)
+        weights = self.sentences.position_weights(rows)
+        weights[positions >= self.num_windows] = 0.0
+        return self.sentences.starts[rows], weights
+
+
+def sentence_batches(sentences: SentenceWindows, batch_size: int, max_windows: int | None = None):
+    """Held-out sentences in order as (starts int32[B], weights float32[B, T]) chunks, the last
+    filled with all-zero rows; at most `max_windows` of them, evenly spaced over the text."""
+    rows = np.arange(len(sentences))
+    if max_windows is not None and len(rows) > max_windows:
+        rows = rows[np.linspace(0, len(rows) - 1, max_windows).astype(int)]
+    for chunk, row_weights in padded_batches(rows, batch_size):
+        yield sentences.starts[chunk], sentences.position_weights(chunk) * row_weights[:, None]
 
 
 class StreamSchedule:
@@ -137,7 +189,14 @@ def _check_step(step, steps_per_epoch):
         raise DataError(f"step {step} is outside the epoch's {steps_per_epoch} steps")
 
 
-def make_schedule(objective, num_tokens, seq_len, batch_size, *, stride=1, seed=0):
+def make_schedule(objective, num_tokens, seq_len, batch_size, *, stride=1, seed=0, text=None):
+    """`text`, the corpus's characters (one per id), only for "sentences", which splits it."""
+    if objective == "sentences":
+        if stride != 1:
+            raise DataError(f"objective 'sentences' starts a window at each sentence; stride {stride} is moot")
+        if text is None or len(text) != num_tokens:
+            raise DataError("objective 'sentences' needs the corpus text, one character per token")
+        return SentenceSchedule(text, seq_len, batch_size, seed=seed)
     if objective == "stateful":
         if stride != 1:
             raise DataError(f"objective 'stateful' tiles its streams; stride {stride} is moot")
@@ -151,7 +210,7 @@ def make_schedule(objective, num_tokens, seq_len, batch_size, *, stride=1, seed=
 @functools.partial(jax.jit, static_argnames=("seq_len", "objective"))
 def gather_windows(tokens, starts, seq_len: int, objective: str):
     """Cut windows out of the device-resident ids: (inputs int32[B, T], targets int32[B] for
-    "last", int32[B, T] for "all" and "stateful"). One index-matrix take: a single gather."""
+    "last", int32[B, T] for the others). One index-matrix take: a single gather."""
     if objective not in OBJECTIVES:
         raise DataError(_UNKNOWN_OBJECTIVE.format(objective))
     index = starts[:, None] + jnp.arange(seq_len + 1, dtype=starts.dtype)

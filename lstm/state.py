@@ -69,7 +69,8 @@ def validate_config(config) -> None:
     """Checks the values a typo or a bad override would break, with a one-line message each."""
     d, m, t = config.data, config.model, config.train
     checks = [
-        (d.objective in ("last", "all", "stateful"), "data.objective must be last, all or stateful"),
+        (d.objective in ("last", "all", "stateful", "sentences"),
+         "data.objective must be last, all, stateful or sentences"),
         (m.encoding in ENCODINGS, f"model.encoding must be one of {', '.join(ENCODINGS)}"),
         (d.seq_len >= 1, "data.seq_len must be >= 1"),
         (d.stride >= 1, "data.stride must be >= 1"),

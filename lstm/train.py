@@ -21,6 +21,7 @@ from flax import nnx
 
 from lstm import checkpoint, data, distributed, environment, sample, schedules
 from lstm.logger import MetricLogger
+from lstm.sentences import SentenceWindows
 
 # The state and the loading of trained runs live in lstm.state; these names stay importable
 # from here, where notebooks and earlier scripts found them.
@@ -56,11 +57,14 @@ def place_state(state: TrainState, mesh) -> TrainState:
 def sequence_loss(logits, targets, weights, objective):
     """Weighted sum of next-character cross-entropy (nats) and the weight it was summed over.
 
-    `last`: one prediction per window (the character after it); otherwise every position."""
+    `last`: one prediction per window (the character after it); otherwise every position.
+    `weights` is one per window [B], or one per position [B, T] (`sentences`: 0 past each
+    sentence's end). The loss is float32 at least (bfloat16 logits are widened; float64 stays)."""
     if objective == "last":
         logits = logits[:, -1]
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-    w = weights if objective == "last" else jnp.broadcast_to(weights[:, None], losses.shape)
+    losses = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets)
+    w = weights if weights.ndim == losses.ndim else jnp.broadcast_to(weights[:, None], losses.shape)
     return jnp.sum(losses * w), jnp.sum(w)
 
 
@@ -112,32 +116,58 @@ def batch_windows(corpus, starts, seq_len, objective):
 
 def make_eval_step(graphdef, seq_len):
     """Sums over held-out windows of T+1 characters: every position's loss (nats/char) and
-    the last position's (the tutorial's metric: the character after a full window)."""
+    the last position's (the tutorial's metric: the character after a full window).
+
+    With per-position weights [B, T] (held-out sentences), "every position" is every weighted
+    one and "the last" is each row's last weighted position: a sentence's last character,
+    predicted from the rest of the sentence (for a full window, the tutorial's metric again)."""
 
     @jax.jit
     def eval_step(params, corpus, starts, weights):
         inputs, targets = batch_windows(corpus, starts, seq_len, "all")
         logits, _ = nnx.merge(graphdef, params)(inputs)
         all_sum, all_weight = sequence_loss(logits, targets, weights, "all")
-        last_sum, last_weight = sequence_loss(logits, targets[:, -1], weights, "last")
+        if weights.ndim == 2:
+            last = jnp.maximum(jnp.sum(weights > 0, axis=1) - 1, 0)[:, None]
+            at_last = lambda x: jnp.take_along_axis(x, last, axis=1)[:, 0]
+            last_sum, last_weight = sequence_loss(jnp.take_along_axis(logits, last[..., None], axis=1),
+                                                  at_last(targets), at_last(weights), "last")
+        else:
+            last_sum, last_weight = sequence_loss(logits, targets[:, -1], weights, "last")
         return jnp.stack([all_sum, all_weight, last_sum, last_weight])
 
     return eval_step
 
 
-def evaluate(eval_step, params, corpus, num_tokens, config, mesh) -> dict:
+def evaluate(eval_step, params, corpus, num_tokens, config, mesh, sentences=None) -> dict:
+    """Held-out loss over non-overlapping windows of the tail; with `sentences` (the tail's
+    SentenceWindows, objective `sentences`) over its sentences instead, and the windows' loss
+    beside it as val_window_loss, the measure every other objective reports."""
+    batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
+    shard = distributed.batch_sharding(mesh)
+
+    def totals(batches):
+        sums = np.zeros(4)
+        for chunk, weights in batches:
+            sums += np.asarray(eval_step(params, corpus, distributed.global_array(chunk, shard),
+                                         distributed.global_array(weights, shard)), np.float64)
+        return sums
+
     starts = schedules.eval_windows(num_tokens, config.data.seq_len)
     if len(starts) > config.eval.max_windows:  # evenly spaced, so the whole tail is covered
         starts = starts[np.linspace(0, len(starts) - 1, config.eval.max_windows).astype(int)]
-    batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
-    shard = distributed.batch_sharding(mesh)
-    totals = np.zeros(4)
-    for chunk, weights in schedules.padded_batches(starts, batch):
-        totals += np.asarray(eval_step(params, corpus, distributed.global_array(chunk, shard),
-                                       distributed.global_array(weights, shard)), np.float64)
-    val_loss, tutorial_loss = totals[0] / totals[1], totals[2] / totals[3]
-    return {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": tutorial_loss,
-            "val_windows": len(starts)}
+    windows = totals(schedules.padded_batches(starts, batch))
+    if sentences is None:
+        scored, count = windows, len(starts)
+    else:
+        scored = totals(schedules.sentence_batches(sentences, batch, config.eval.max_windows))
+        count = min(len(sentences), config.eval.max_windows)
+    val_loss, last_loss = scored[0] / scored[1], scored[2] / scored[3]
+    result = {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": last_loss,
+              "val_windows": count}
+    if sentences is not None:
+        result.update(val_window_loss=windows[0] / windows[1], val_window_last_char_loss=windows[2] / windows[3])
+    return result
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -156,8 +186,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab
+    sentences = d.objective == "sentences"  # which needs the text, one character per id
     schedule = schedules.make_schedule(d.objective, len(corpus.train), d.seq_len, t.batch_size,
-                                  stride=d.stride, seed=config.seed)
+                                       stride=d.stride, seed=config.seed,
+                                       text=vocab.decode(corpus.train) if sentences else None)
+    val_sentences = None
+    if sentences and corpus.val is not None:
+        val_sentences = SentenceWindows.from_text(vocab.decode(corpus.val), d.seq_len, what="held-out")
     steps_per_epoch = schedule.steps_per_epoch
     total_steps = t.num_epochs * steps_per_epoch
     if t.max_steps > 0:
@@ -189,6 +224,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     logger.message(f"{config.name}: {len(corpus.train):,} training characters, vocabulary {len(vocab)}, "
                    f"{steps_per_epoch} steps/epoch, {total_steps} steps"
                    + (f", resuming at step {step}" if step else ""))
+    if sentences:
+        logger.message(f"training: {schedule.sentences.describe()}")
+    if val_sentences is not None:
+        logger.message(f"held out: {val_sentences.describe()}")
 
     train_steps = make_train_steps(graphdef, optimizer, config)
     eval_step = make_eval_step(graphdef, d.seq_len)
@@ -254,11 +293,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 summary.update(record)
                 logger.message(f"epoch {epoch + 1}: training loss {record['train_loss']:.4f}")
             if eval_due and val_corpus is not None:
-                ev = evaluate(eval_step, state.params, val_corpus, len(corpus.val), config, mesh)
+                ev = evaluate(eval_step, state.params, val_corpus, len(corpus.val), config, mesh,
+                              sentences=val_sentences)
                 logger.write({"event": "eval", "step": step, "epoch": epoch + 1, **ev})
                 summary.update(ev)
                 logger.message(f"step {step}: validation {ev['val_loss']:.4f} nats/char "
-                               f"({ev['val_bpc']:.3f} bits/char)")
+                               f"({ev['val_bpc']:.3f} bits/char)" + (
+                                   f"; over windows, as other objectives, {ev['val_window_loss']:.4f}"
+                                   if "val_window_loss" in ev else ""))
             if eval_due:
                 logger.plot()
                 if config.eval.sample_length > 0:

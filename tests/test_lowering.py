@@ -19,7 +19,8 @@ VOCAB = 11
 
 def shrunk(objective: str, encoding: str, matmul_dtype: str):
     """The tiny config at the test's sizes, with one objective and encoding: each changes the
-    traced program (the `last` head, the scaled input's matmul, the stateful carry)."""
+    traced program (the `last` head, the scaled input's matmul, the stateful carry, the
+    sentences' per-position weights)."""
     config = tiny.get_config()
     config.data.objective = objective
     config.data.seq_len = 6
@@ -40,14 +41,16 @@ def lowered_text(jitted, *args, **static) -> str:
 
 @pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("objective,encoding", [("all", "embed"), ("last", "scaled"),
-                                                ("stateful", "onehot")])
+                                                ("stateful", "onehot"), ("sentences", "embed")])
 def test_train_and_eval_steps_lower_for_cuda(objective, encoding, matmul_dtype):
     config = shrunk(objective, encoding, matmul_dtype)
     graphdef, optimizer, state = train.init_train_state(config, VOCAB, total_steps=10)
     steps, batch = config.train.steps_per_dispatch, config.train.batch_size
     corpus = jnp.zeros((64,), jnp.uint8)
     starts = jnp.zeros((steps, batch), jnp.int32)
-    weights = jnp.ones((steps, batch), jnp.float32)
+    # `sentences` weighs each position: [K, B, T], and its evaluation's last-position gather
+    shape = (steps, batch, config.data.seq_len) if objective == "sentences" else (steps, batch)
+    weights = jnp.ones(shape, jnp.float32)
     resets = jnp.zeros((steps,), bool)
     text = lowered_text(train.make_train_steps(graphdef, optimizer, config),
                         state, corpus, starts, weights, resets)

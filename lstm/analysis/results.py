@@ -115,9 +115,10 @@ def steps_per_epoch(records, config=None) -> int | None:
         d["path"] = str(ROOT / path)  # configs name data relative to the repository root
     try:
         corpus = data.load_corpus(types.SimpleNamespace(**d))
+        text = corpus.vocab.decode(corpus.train) if d["objective"] == "sentences" else None
         return schedules.make_schedule(d["objective"], len(corpus.train), d["seq_len"],
                                        config["train"]["batch_size"], stride=d.get("stride", 1),
-                                       seed=config.get("seed", 0)).steps_per_epoch
+                                       seed=config.get("seed", 0), text=text).steps_per_epoch
     except (ValueError, OSError, KeyError, TypeError):  # DataError is a ValueError
         return None
 
