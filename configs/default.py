@@ -52,6 +52,8 @@ def get_config():
     train.eps = 1e-7  # Keras 2's epsilon (optax's default and Keras 1's are 1e-8)
     train.eps_placement = "optax"  # keras: eps added to sqrt(v) before bias correction (lstm/optim.py)
     train.weight_decay = 0.0  # adamw only
+    train.activation_reg = 0.0  # AR: + this · mean(top outputs after dropout)² (AWD-LSTM's alpha, 2)
+    train.temporal_activation_reg = 0.0  # TAR: + this · mean(h_t − h_{t−1})² (AWD-LSTM's beta, 1)
     train.grad_clip_norm = 0.0  # > 0 clips the global gradient norm; the tutorial does not clip
     train.lr_schedule = "constant"  # constant | cosine (decays to lr_end_fraction by the last step)
     train.warmup_steps = 0  # linear warm-up from 0; the tutorial has none

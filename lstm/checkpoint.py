@@ -158,6 +158,11 @@ class Checkpointer:
                                            "cannot be told without it")
         return self._manager.best_step()
 
+    def best_metric(self) -> float | None:
+        """The monitored metric of best_step(), or None when no step carries one."""
+        step = self.best_step()
+        return None if step is None else float(_metric_of(self._manager.metrics(step)))
+
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 

@@ -90,19 +90,21 @@ class CharLSTM(nnx.Module):
         return tuple(layer.initial_state(batch_size) for layer in self.layers)
 
     def __call__(self, tokens, state=None, *, train: bool = False, dropout_key=None,
-                 last_only: bool = False):
+                 last_only: bool = False, with_top: bool = False):
         """tokens [B, T] int → (logits [B, T, V], final states: one LSTMState per layer).
 
         Feed the returned states back as `state` to continue the sequence. With train=True and
         any dropout, `dropout_key` is required: the masks are a pure function of it.
         last_only=True returns logits [B, 1, V] for the last position only (the `last`
         objective): the head and the top layer's dropout then skip the other T-1 positions.
+        with_top=True adds a third result, the top layer's outputs at every position before
+        and after its dropout, ([T, B, H], [T, B, H]): what AR and TAR penalise.
         """
-        logits, states, _ = self._forward(tokens, state, train, dropout_key, trace=False,
-                                          last_only=last_only)
-        return logits, states
+        logits, states, _, top = self._forward(tokens, state, train, dropout_key, trace=False,
+                                               last_only=last_only, with_top=with_top)
+        return (logits, states, top) if with_top else (logits, states)
 
-    def _forward(self, tokens, state, train, dropout_key, *, trace, last_only=False):
+    def _forward(self, tokens, state, train, dropout_key, *, trace, last_only=False, with_top=False):
         tokens = jnp.asarray(tokens)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be [batch, time], got shape {tokens.shape}")
@@ -145,11 +147,15 @@ class CharLSTM(nnx.Module):
             else:
                 hs = out
             final_states.append(layer_final)
-            if last_only and index == len(self.layers) - 1:
+            is_top, undropped = index == len(self.layers) - 1, hs
+            if last_only and is_top and not with_top:
                 hs = hs[-1:]
             hs = drop(hs, self.dropout, index + 1)
+            if is_top and with_top:  # every position, even where only the last is scored
+                top = (undropped, hs)
+                hs = hs[-1:] if last_only else hs
         logits = matmul(hs, self.head_W[...], self.matmul_dtype) + self.head_b[...]
-        return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces
+        return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces, top if with_top else None
 
     def _first_projection(self, time_major_tokens, site=None):
         """The first layer's x_proj (x_t W_x + b, or its variant's), every step at once, [T, B, 4H].
@@ -214,5 +220,5 @@ def trace(model: CharLSTM, tokens, state=None):
     """Per-layer gate activity: a list (one entry per layer) of dicts with keys
     i, f, g, o, c, h, each [B, T, H]. Runs the model's own forward pass (deterministic, no
     dropout) with the scan emitting its gates, so the values are the ones the model used."""
-    _, _, traces = model._forward(tokens, state, False, None, trace=True)
+    _, _, traces, _ = model._forward(tokens, state, False, None, trace=True)
     return [{name: jnp.swapaxes(value, 0, 1) for name, value in layer.items()} for layer in traces]

@@ -16,6 +16,12 @@ it is without the mask, and evaluation uses no mask at all. Activations are time
              [H, 4H], shared by every step and every sequence (AWD-LSTM's WeightDrop): the
              recurrence is regularised without touching the fast scan, which only sees a
              different W_h.
+
+Two loss terms act on the top layer's outputs h_t (Merity et al. 2017, AWD-LSTM), as means
+over the scored positions and the units, each scaled by its coefficient:
+  AR   α · mean(m_t ⊙ h_t)², on the outputs after their dropout m_t: large activations cost;
+  TAR  β · mean(h_t − h_{t−1})², before dropout, over neighbouring positions both scored:
+       outputs that jump from one step to the next cost.
 """
 from __future__ import annotations
 
@@ -61,3 +67,17 @@ def weight_drop(W_h, key, rate: float):
     if rate <= 0:
         return W_h
     return W_h * keep_scale(key, rate, W_h.shape, W_h.dtype)
+
+
+def activation_penalties(top, position_weights, ar: float, tar: float):
+    """(AR, TAR) for `top`, the top layer's outputs before and after dropout ([T, B, H] each),
+    with `position_weights` [T, B] (0: a padded row or a position past a sentence's end)."""
+    wide = jnp.promote_types(top[0].dtype, jnp.float32)  # bfloat16 widened, float64 kept
+    undropped, dropped = (x.astype(wide) for x in top)
+    w = position_weights.astype(wide)[..., None]
+    units = undropped.shape[-1]
+    ar_term = ar * jnp.sum(w * jnp.square(dropped)) / (jnp.maximum(jnp.sum(w), 1.0) * units)
+    pairs = w[1:] * w[:-1]  # both neighbours scored
+    steps = jnp.diff(undropped, axis=0)
+    tar_term = tar * jnp.sum(pairs * jnp.square(steps)) / (jnp.maximum(jnp.sum(pairs), 1.0) * units)
+    return ar_term, tar_term

@@ -42,7 +42,8 @@ class TrainState(NamedTuple):
 ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid", "model.cell": "lstm",
                  "model.dropout_kind": "standard", "model.embed_dropout": 0.0, "model.weight_drop": 0.0,
                  "model.zoneout_h": 0.0, "model.zoneout_c": 0.0,
-                 "train.eps_placement": "optax", "train.cpu_devices": 0}
+                 "train.eps_placement": "optax", "train.cpu_devices": 0, "train.activation_reg": 0.0,
+                 "train.temporal_activation_reg": 0.0}
 
 
 def upgrade_config(config) -> ml_collections.ConfigDict:
@@ -90,6 +91,8 @@ def validate_config(config) -> None:
         (m.gate_activation in GATE_ACTIVATIONS,
          f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
         (m.cell in CELLS, f"model.cell must be one of {', '.join(CELLS)}"),
+        (t.activation_reg >= 0 and t.temporal_activation_reg >= 0,
+         "train.activation_reg and train.temporal_activation_reg must be >= 0"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.num_epochs >= 1, "train.num_epochs must be >= 1"),
         (t.learning_rate > 0, "train.learning_rate must be > 0"),

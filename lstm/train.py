@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, environment, sample, schedules
+from lstm import checkpoint, data, distributed, environment, regularisers, sample, schedules
 from lstm.logger import MetricLogger
 from lstm.sentences import SentenceWindows
 
@@ -71,7 +71,8 @@ def sequence_loss(logits, targets, weights, objective):
 def make_train_steps(graphdef, optimizer, config):
     """Returns the jitted `train_steps(state, corpus, starts[K, B], weights[K, B], resets[K])`,
     K optimizer steps in one dispatch (K=1 is the plain step); `state` is donated."""
-    objective, seq_len = config.data.objective, config.data.seq_len
+    objective, seq_len, t = config.data.objective, config.data.seq_len, config.train
+    penalised = t.activation_reg > 0 or t.temporal_activation_reg > 0
 
     def train_step(corpus, state: TrainState, batch):
         starts, weights, reset = batch
@@ -85,12 +86,20 @@ def make_train_steps(graphdef, optimizer, config):
 
         def loss_fn(params):
             model = nnx.merge(graphdef, params)
-            logits, final = model(inputs, carry if objective == "stateful" else None, train=True,
-                                  dropout_key=dropout_key, last_only=objective == "last")
+            out = model(inputs, carry if objective == "stateful" else None, train=True,
+                        dropout_key=dropout_key, last_only=objective == "last", with_top=penalised)
+            logits, final = out[:2]
             loss_sum, weight = sequence_loss(logits, targets, weights, objective)
-            return loss_sum / jnp.maximum(weight, 1.0), (final, loss_sum, weight)
+            loss = loss_sum / jnp.maximum(weight, 1.0)
+            penalties = {}
+            if penalised:  # scored positions, time-major like the outputs
+                positions = weights.T if weights.ndim == 2 else jnp.broadcast_to(weights, inputs.T.shape)
+                penalties = dict(zip(("ar_loss", "tar_loss"), regularisers.activation_penalties(
+                    out[2], positions, t.activation_reg, t.temporal_activation_reg)))
+            return loss + sum(penalties.values()), (final, loss_sum, weight, loss, penalties)
 
-        (loss, (final, loss_sum, weight)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (_, (final, loss_sum, weight, loss, penalties)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         keep = jnp.where(reset, 0.0, 1.0)
@@ -99,7 +108,9 @@ def make_train_steps(graphdef, optimizer, config):
             carry=final if objective == "stateful" else state.carry,
             epoch_loss_sum=state.epoch_loss_sum * keep + loss_sum,
             epoch_weight_sum=state.epoch_weight_sum * keep + weight)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+        # "loss" is the data's alone, comparable with unregularised runs; AR/TAR are beside it.
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+                   **penalties}
         return new_state, metrics
 
     @functools.partial(jax.jit, donate_argnums=0)
@@ -173,8 +184,10 @@ def evaluate(eval_step, params, corpus, num_tokens, config, mesh, sentences=None
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
-    Returns the last epoch/eval summary. Raises DataError, CheckpointError, ConfigError or
-    TrainingError with one-line messages for problems the user can fix.
+    Returns the last epoch/eval summary, with the best held-out loss and its step
+    (best_val_loss, best_step) where the run has held-out text, and the seconds of its wall
+    time that evaluation and saving took (eval_s, save_s). Raises DataError, CheckpointError,
+    ConfigError or TrainingError with one-line messages for problems the user can fix.
     """
     config = upgrade_config(config)
     validate_config(config)
@@ -238,6 +251,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     sample_seed = vocab.decode(np.asarray(corpus.train[:d.seq_len]))
     chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
     pending, last_checked, summary = [], step, {}
+    # Best-of-run: every evaluation that improves on the held-out best is saved, whatever the
+    # save schedule, so the best checkpoint is on disk even in a race that evaluates between
+    # its saves. A resumed run starts from the best its checkpoints hold.
+    keeps_best = config.checkpoint.monitor == "val_loss" and val_corpus is not None
+    if keeps_best and saver.best_step() is not None:
+        summary.update(best_summary(saver.best_metric(), saver.best_step()))
+    eval_s = save_s = 0.0  # the race's clock runs through both: reported, not hidden
     started = time.time()
     # Each (re)start records what it runs on: a seed fixes the numbers only for a given CPU,
     # core count and build (lstm/environment.py).
@@ -248,7 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         """Pulls the pending metrics off the device (log points only) and stops on NaN/inf."""
         nonlocal pending, last_checked
         losses = np.concatenate([np.asarray(m["loss"]) for m in pending]) if pending else np.zeros(0)
-        norms = {k: float(np.asarray(pending[-1][k])[-1]) for k in ("grad_norm", "param_norm")} if pending else {}
+        # The last step's norms and, where on, its AR/TAR terms.
+        norms = {k: float(np.asarray(v)[-1]) for k, v in pending[-1].items() if k != "loss"} if pending else {}
         pending = []
         if not (np.all(np.isfinite(losses)) and all(np.isfinite(v) for v in norms.values())):
             raise TrainingError(f"loss became non-finite between steps {last_checked} and {step}; "
@@ -278,6 +299,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             eval_due = ((epoch_done and config.eval.every_epoch) or finished
                         or passed_multiple(t.eval_every_steps, step, count))
             save_due = epoch_done or finished or passed_multiple(config.checkpoint.every_steps, step, count)
+            improved = False
             log_due = passed_multiple(t.log_every_steps, step, count)
             if log_due or eval_due or save_due:
                 losses, norms = check_finite()
@@ -292,11 +314,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 logger.write(record)
                 summary.update(record)
                 logger.message(f"epoch {epoch + 1}: training loss {record['train_loss']:.4f}")
+            eval_started = time.time()
             if eval_due and val_corpus is not None:
                 ev = evaluate(eval_step, state.params, val_corpus, len(corpus.val), config, mesh,
                               sentences=val_sentences)
-                logger.write({"event": "eval", "step": step, "epoch": epoch + 1, **ev})
+                improved = bool(keeps_best and ev["val_loss"] < summary.get("best_val_loss", math.inf))
+                logger.write({"event": "eval", "step": step, "epoch": epoch + 1, **ev,
+                              "eval_s": time.time() - eval_started, "best": improved})
                 summary.update(ev)
+                if improved:
+                    summary.update(best_summary(ev["val_loss"], step))
                 logger.message(f"step {step}: validation {ev['val_loss']:.4f} nats/char "
                                f"({ev['val_bpc']:.3f} bits/char)" + (
                                    f"; over windows, as other objectives, {ev['val_window_loss']:.4f}"
@@ -310,20 +337,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                     logger.write({"event": "sample", "step": step, "seed": sample_seed, "sample": text,
                                   "temperature": config.eval.sample_temperature})
                     logger.message(f"sample at step {step}: {text[:120]!r}")
-            if save_due:
+            eval_s += time.time() - eval_started
+            if save_due or improved:
+                save_started = time.time()
                 if config.checkpoint.monitor == "val_loss":
                     metric = summary["val_loss"] if eval_due else None
                 else:  # a partial epoch's loss is not comparable to whole epochs'
                     metric = summary["train_loss"] if epoch_done else None
                 saver.save(step, flatten_state(state), metric=metric, extra={"epoch": epoch + 1})
+                save_s += time.time() - save_started
             if out_of_time:
                 logger.message(f"time budget of {t.time_budget_s:.0f} s reached at step {step}")
                 break
+        elapsed = time.time() - started
+        summary.update({"step": step, "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
+        if "best_val_loss" in summary:
+            logger.message(f"best held-out loss {summary['best_val_loss']:.4f} nats/char at step "
+                           f"{summary['best_step']} (its checkpoint is the run's 'best'); of the "
+                           f"{elapsed:.0f} s, evaluation took {eval_s:.1f} s and saving {save_s:.1f} s")
+            logger.write({"event": "best", "step": summary["best_step"], "val_loss": summary["best_val_loss"],
+                          "val_bpc": summary["best_val_bpc"], "elapsed_s": elapsed, "eval_s": eval_s,
+                          "save_s": save_s})
     finally:
         logger.close()
         saver.close()
-    summary.update({"step": step, "elapsed_s": time.time() - started})
     return summary
+
+
+def best_summary(val_loss: float, step: int) -> dict:
+    return {"best_val_loss": float(val_loss), "best_val_bpc": float(val_loss) * LOG2E, "best_step": int(step)}
 
 
 def passed_multiple(every: int, step: int, count: int) -> bool:

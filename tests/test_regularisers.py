@@ -112,7 +112,8 @@ def evaluation_masks(model):
 def masked_plain_forward(model, tokens, state, masks):
     """The model written the plain way with every mask applied where its paper puts it: on the
     dense input vectors (one-hot as a matmul), the embedding rows, W_h, each layer's output,
-    and zoneout mixing each step's new h and c with the previous ones."""
+    and zoneout mixing each step's new h and c with the previous ones. Returns the logits, the
+    final states and the top layer's outputs before and after dropout (time-major)."""
     if model.encoding == "scaled":  # the model encodes k/V in float32, and drops it there
         x = (tokens.astype(jnp.float32) / V)[..., None]
         x = jnp.where(jnp.asarray(masks["input"]) > 0, x / (1 - model.input_dropout), 0.0).astype(jnp.float64)
@@ -139,8 +140,9 @@ def masked_plain_forward(model, tokens, state, masks):
         x_proj = layer.finish_projection(x @ layer.W_x[...])
         final, states = jax.lax.scan(step, layer_state, (x_proj, keep_h, keep_c))
         finals.append(final)
+        top = states.h  # the last layer's, before its dropout
         x = states.h * jnp.swapaxes(out_mask, 0, 1)
-    return jnp.swapaxes(x @ model.head_W[...] + model.head_b[...], 0, 1), finals
+    return jnp.swapaxes(x @ model.head_W[...] + model.head_b[...], 0, 1), finals, (top, x)
 
 
 @pytest.mark.parametrize("kind", ["standard", "locked"])
@@ -159,7 +161,7 @@ def test_values_and_gradients_match_a_plain_forward_applying_the_same_masks_in_f
 
         def value_and_grad(forward):
             def scalar(params):
-                logits, finals = forward(nnx.merge(graphdef, params))
+                logits, finals = forward(nnx.merge(graphdef, params))[:2]
                 return jnp.sum(logits * weights[0]) + jnp.sum(jnp.sin(finals[-1].c) * weights[1])
             return jax.value_and_grad(scalar)(params)
 
@@ -202,7 +204,7 @@ def test_zoneout_evaluates_with_its_expectation_and_decoding_agrees(cell):
         state = model.initial_state(B)
         state = jax.tree.map(lambda a: a.astype(jnp.float64), state)
         logits, _ = model(tokens, state)
-        want, _ = masked_plain_forward(model, tokens, state, evaluation_masks(model))
+        want, *_ = masked_plain_forward(model, tokens, state, evaluation_masks(model))
         np.testing.assert_allclose(logits, want, rtol=1e-12, atol=1e-12)
         states, table = state, model.input_table()
         for t in range(T):
