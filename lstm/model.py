@@ -128,6 +128,7 @@ class CharLSTM(nnx.Module):
         x_proj = self._first_projection(tokens.T, site if use_dropout else None)
         final_states, traces = [], []
         hs = None  # the layer below's outputs; the first layer reads the tokens' projection instead
+        top = None  # with_top: the top layer's outputs before and after its dropout
         for index, (layer, layer_state) in enumerate(zip(self.layers, state)):
             if index > 0:
                 x_proj = layer.project_inputs(hs)
@@ -155,7 +156,7 @@ class CharLSTM(nnx.Module):
                 top = (undropped, hs)
                 hs = hs[-1:] if last_only else hs
         logits = matmul(hs, self.head_W[...], self.matmul_dtype) + self.head_b[...]
-        return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces, top if with_top else None
+        return jnp.swapaxes(logits, 0, 1), tuple(final_states), traces, top
 
     def _first_projection(self, time_major_tokens, site=None):
         """The first layer's x_proj (x_t W_x + b, or its variant's), every step at once, [T, B, 4H].
