@@ -355,9 +355,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             logger.message(f"best held-out loss {summary['best_val_loss']:.4f} nats/char at step "
                            f"{summary['best_step']} (its checkpoint is the run's 'best'); of the "
                            f"{elapsed:.0f} s, evaluation took {eval_s:.1f} s and saving {save_s:.1f} s")
-            logger.write({"event": "best", "step": summary["best_step"], "val_loss": summary["best_val_loss"],
-                          "val_bpc": summary["best_val_bpc"], "elapsed_s": elapsed, "eval_s": eval_s,
-                          "save_s": save_s})
+            # At the run's own step: the records' steps never go back (a step that did would
+            # read as a restart to lstm.analysis.results.training_time).
+            logger.write({"event": "best", "step": step, "best_step": summary["best_step"],
+                          "val_loss": summary["best_val_loss"], "val_bpc": summary["best_val_bpc"],
+                          "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
     finally:
         logger.close()
         saver.close()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from lstm import logger, sample, state, train
+from lstm.analysis import results
 from tests.test_train import final_params, tiny_config
 
 # Held-out losses an overfitting run would report at its evaluations, in order: the best
@@ -47,7 +48,9 @@ def test_a_race_keeps_and_reports_its_best_evaluation(corpus_path, tmp_path, scr
     records = logger.read_metrics(tmp_path / "race")
     assert [r["best"] for r in records if r["event"] == "eval"] == [True, True, False, False]
     best = [r for r in records if r["event"] == "best"]
-    assert len(best) == 1 and best[0]["step"] == 20 and best[0]["val_loss"] == 2.0
+    assert len(best) == 1 and best[0]["best_step"] == 20 and best[0]["val_loss"] == 2.0
+    assert best[0]["step"] == 40  # the record sits at the end of the run
+    assert results.training_time(records)[1] == 1  # one lifetime: no step goes back
 
     # The best step's parameters are those of an independent run stopped at step 20.
     short = tiny_config(corpus_path, max_steps=20, eval_every_steps=0)

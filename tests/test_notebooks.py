@@ -70,7 +70,7 @@ def test_notebook_runs_headless(path, python_kernel):
     images = sum("image/png" in output.get("data", {}) for cell in notebook.cells
                  for output in cell.get("outputs", []))
     if path.name == "explore.ipynb":
-        assert images >= 8  # curves, the regularisation pair, three text heat maps, gate heat maps, two saturation plots
+        assert images >= 8  # curves, regularisation pair, three text heat maps, gate heat maps, two saturation plots
 
 
 def readme_example() -> str:
