@@ -79,9 +79,10 @@ def assert_same_state(workdir_a, workdir_b, step):
 
 
 def records(workdir):
-    """Every logged number except wall-clock ones and each process start's environment."""
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s")}
-            for r in logger.read_metrics(workdir) if r["event"] != environment.EVENT]
+    """Every logged number except wall-clock ones, each process start's environment and each
+    process end's best-so-far record."""
+    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s", "eval_s", "save_s")}
+            for r in logger.read_metrics(workdir) if r["event"] not in (environment.EVENT, "best")]
 
 
 def script(name, *args):

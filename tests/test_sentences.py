@@ -21,6 +21,7 @@ from lstm.sentences import SentenceWindows, split_sentences
 from tests.conftest import ROOT
 from tests.numpy_reference import lstm_sequence, to_numpy_gates
 from tests.test_cell import float64
+from tests.test_train import losses as replayable  # every logged number a resume must reproduce
 
 
 def sentences_of(text):
@@ -228,12 +229,6 @@ def sentences_config(corpus_path, max_steps=24):
     config.eval.sample_length = 0  # sampling is tested once, from the workdir
     config.checkpoint.every_steps = 12
     return config
-
-
-def replayable(workdir):
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s")}
-            for r in logger.read_metrics(workdir)
-            if r.get("epoch_complete", True) and r["event"] != "environment"]
 
 
 def test_a_tiny_sentences_run_trains_evaluates_resumes_and_samples(corpus_path, tmp_path, capfd):

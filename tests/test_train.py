@@ -49,11 +49,11 @@ def restore_latest(workdir, config):
 
 def losses(workdir):
     """Every logged number except wall-clock ones, the partial-epoch summary a run stopped by
-    max_steps writes (the uninterrupted run has no such stop) and the environment record each
-    process start writes."""
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s")}
+    max_steps writes (the uninterrupted run has no such stop), the environment record each
+    process start writes and the best-so-far record each process end writes."""
+    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s", "eval_s", "save_s")}
             for r in logger.read_metrics(workdir)
-            if r.get("epoch_complete", True) and r["event"] != environment.EVENT]
+            if r.get("epoch_complete", True) and r["event"] not in (environment.EVENT, "best")]
 
 
 def test_tiny_run_learns_and_writes_its_outputs(corpus_path, tmp_path):
