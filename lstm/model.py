@@ -137,9 +137,8 @@ class CharLSTM(nnx.Module):
                 W_h = regularisers.weight_drop(layer.W_h[...], site(WEIGHT_DROP_SITE + index), self.weight_drop)
             zone = None  # the layer's expected zoneout; in training, masks for this batch
             if use_dropout and any(self.zoneout):
-                zone = tuple(jax.random.bernoulli(site(ZONEOUT_SITE + 2 * index + j), rate, x_proj.shape[:2] +
-                                                  (layer.hidden_size,)).astype(x_proj.dtype)
-                             for j, rate in enumerate(self.zoneout))
+                zone = regularisers.zoneout_masks([site(ZONEOUT_SITE + 2 * index + j) for j in (0, 1)], self.zoneout,
+                                                  x_proj.shape[:2] + (layer.hidden_size,), x_proj.dtype)
             layer_final, out = layer.scan(x_proj, layer_state, unroll=self.unroll, trace=trace, W_h=W_h,
                                           zone=zone)
             if trace:

@@ -16,6 +16,9 @@ it is without the mask, and evaluation uses no mask at all. Activations are time
              [H, 4H], shared by every step and every sequence (AWD-LSTM's WeightDrop): the
              recurrence is regularised without touching the fast scan, which only sees a
              different W_h.
+  zoneout    one 0/1 mask each for h and c, [T, B, H], fresh at every step and unit
+             (Krueger et al. 2016): 1 where the unit keeps its previous value. The masks are
+             scan inputs; cell.zoneout mixes the states, and evaluation uses the rates.
 
 Two loss terms act on the top layer's outputs h_t (Merity et al. 2017, AWD-LSTM), as means
 over the scored positions and the units, each scaled by its coefficient:
@@ -67,6 +70,12 @@ def weight_drop(W_h, key, rate: float):
     if rate <= 0:
         return W_h
     return W_h * keep_scale(key, rate, W_h.shape, W_h.dtype)
+
+
+def zoneout_masks(keys, rates, shape, dtype=jnp.float32):
+    """(keep_h, keep_c), each [T, B, H]: 1 with probability rate (the unit keeps its previous
+    value), not rescaled, since zoneout mixes two states rather than dropping one."""
+    return tuple(jax.random.bernoulli(key, rate, shape).astype(dtype) for key, rate in zip(keys, rates))
 
 
 def activation_penalties(top, position_weights, ar: float, tar: float):
