@@ -7,8 +7,9 @@ held-out loss compares with the small model's 2.4393 nats/char), trained with th
 recipe (configs/shakespeare_30min.py: 1×256 LSTM on a 64-wide embedding, every position a
 target, batch 64, two JAX devices, a cosine decay). Alice is 1/8 of Tiny Shakespeare, so 30
 minutes are ~370 passes over it, and without regularisers the model overfits after ~20: the
-regularisers are stronger than Shakespeare's. Windows start at every character (stride 1), so each pass sees
-the text at new phases. Results, and the same run without regularisers: docs/results.md.
+regularisers are stronger than Shakespeare's. Windows start at every character (stride 1), so
+each pass sees the text at new phases. Results, and the same run without regularisers:
+docs/results.md.
 """
 from configs import default
 

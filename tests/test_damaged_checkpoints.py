@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lstm import checkpoint, environment, integrity, logger, train
+from lstm import checkpoint, integrity, logger, train
 from lstm.checkpoint import CheckpointError, UnreadableCheckpoint
+from tests.test_train import replayable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,10 +80,8 @@ def assert_same_state(workdir_a, workdir_b, step):
 
 
 def records(workdir):
-    """Every logged number except wall-clock ones, each process start's environment and each
-    process end's best-so-far record."""
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s", "eval_s", "save_s")}
-            for r in logger.read_metrics(workdir) if r["event"] not in (environment.EVENT, "best")]
+    """Every logged number a resume must reproduce, partial epochs included."""
+    return replayable(logger.read_metrics(workdir))
 
 
 def script(name, *args):

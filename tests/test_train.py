@@ -47,13 +47,21 @@ def restore_latest(workdir, config):
     return step, flat
 
 
+WALL_CLOCK_KEYS = ("wall_time", "elapsed_s", "eval_s", "save_s")
+PER_PROCESS_EVENTS = (environment.EVENT, "best")  # written at each process's start and end
+
+
+def replayable(records):
+    """Every logged number a resumed run must reproduce: all but the wall-clock ones and the
+    records each process writes at its start (environment) and end (best so far)."""
+    return [{k: v for k, v in r.items() if k not in WALL_CLOCK_KEYS}
+            for r in records if r["event"] not in PER_PROCESS_EVENTS]
+
+
 def losses(workdir):
-    """Every logged number except wall-clock ones, the partial-epoch summary a run stopped by
-    max_steps writes (the uninterrupted run has no such stop), the environment record each
-    process start writes and the best-so-far record each process end writes."""
-    return [{k: v for k, v in r.items() if k not in ("wall_time", "elapsed_s", "eval_s", "save_s")}
-            for r in logger.read_metrics(workdir)
-            if r.get("epoch_complete", True) and r["event"] not in (environment.EVENT, "best")]
+    """`replayable` records, less the partial-epoch summary a run stopped by max_steps writes
+    (the uninterrupted run has no such stop)."""
+    return replayable(r for r in logger.read_metrics(workdir) if r.get("epoch_complete", True))
 
 
 def test_tiny_run_learns_and_writes_its_outputs(corpus_path, tmp_path):
