@@ -44,7 +44,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm.variants import GATE_ORDER, get_variant, per_group, split_gates
+from lstm.variants import (FEEDBACK_WEIGHTS, GATE_ORDER, extra_shape, fed_back, get_variant, per_group,
+                           recurrent_matrix, split_gates)
 
 MATMUL_DTYPES = (None, "bfloat16")
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
@@ -82,10 +83,12 @@ def check_matmul_dtype(dtype):
 
 
 class LSTMState(NamedTuple):
-    """The recurrent carry. Order (h, c): h is what the next layer sees, c is the memory."""
+    """The recurrent carry. Order (h, c): h is what the next layer sees, c is the memory;
+    gates, only for a variant that feeds gates back (fgr), the ones its next step sees."""
 
     h: jax.Array  # [B, H]
     c: jax.Array  # [B, H]
+    gates: jax.Array | None = None  # [B, k·H], the variant's `feedback` gates, in that order
 
 
 class Gates(NamedTuple):
@@ -140,20 +143,43 @@ def cell_step(cell: str, W_h, extras, state: LSTMState, x_proj, matmul_dtype=Non
     (keep_h, keep_c), if given, is zoneout's share of the previous state that is kept."""
     sigma, _ = gate_activation_and_derivative(gate_activation)
     variant = get_variant(cell)
-    h_proj = matmul(state.h, W_h, matmul_dtype)
+    W_r, extras = recurrent_weights(variant, W_h, extras)
+    state = with_feedback(variant, state)
+    h_proj = matmul(recurrent_input(state), W_r, matmul_dtype)
     p = per_group(variant, extras, state.h.shape[-1])
     h, c, gates = variant.step(p, x_proj, h_proj, state.c, sigma)
-    return zoneout(LSTMState(h=h, c=c), state, zone), Gates(**gates)
+    return zoneout(LSTMState(h, c, fed_back(variant, gates)), state, zone), Gates(**gates)
+
+
+def recurrent_weights(variant, W_h, extras: dict):
+    """(W_r, the step's extras): a fed-back gates' matrix R leaves the extras for W_r = [W_h; R]
+    (variants.recurrent_matrix); for every other variant, (W_h, extras) unchanged."""
+    step_extras = {name: value for name, value in extras.items() if name != FEEDBACK_WEIGHTS}
+    return recurrent_matrix(variant, W_h, extras.get(FEEDBACK_WEIGHTS)), step_extras
+
+
+def with_feedback(variant, state: LSTMState) -> LSTMState:
+    """The state with the gates `variant` feeds back: zeros (nothing fed yet) where it has none."""
+    if not variant.feedback or state.gates is not None:
+        return state
+    batch, hidden = state.h.shape[:-1], state.h.shape[-1]
+    return state._replace(gates=jnp.zeros(batch + (len(variant.feedback) * hidden,), state.h.dtype))
+
+
+def recurrent_input(state: LSTMState):
+    """r_{t-1}: h_{t-1}, followed by the fed-back gates where a variant has them."""
+    return state.h if state.gates is None else jnp.concatenate([state.h, state.gates], axis=-1)
 
 
 def zoneout(new: LSTMState, previous: LSTMState, zone) -> LSTMState:
     """Zoneout (Krueger et al. 2016): each unit keeps its previous value where keep = 1.
     In training keep is a 0/1 mask drawn per step and unit; in evaluation it is the rate
-    itself, the expectation. zone = None (no zoneout) or (keep_h, keep_c)."""
+    itself, the expectation. zone = None (no zoneout) or (keep_h, keep_c). Fed-back gates
+    are not state units: they pass as computed."""
     if zone is None:
         return new
     keep_h, keep_c = zone
-    return LSTMState(h=keep_h * previous.h + (1 - keep_h) * new.h, c=keep_c * previous.c + (1 - keep_c) * new.c)
+    return new._replace(h=keep_h * previous.h + (1 - keep_h) * new.h, c=keep_c * previous.c + (1 - keep_c) * new.c)
 
 
 def _per_step(zone):
@@ -181,8 +207,8 @@ class LSTMCell(nnx.Module):
         self.b = nnx.Param(unit_forget_bias(hidden_size, param_dtype))
         if variant.extras:  # absent for lstm, so its parameter tree (and checkpoints) stay as they were
             self.extras = nnx.Dict({
-                name: nnx.Param(jnp.full((len(groups) * hidden_size,), value, param_dtype))
-                for name, (groups, value) in variant.extras.items()})
+                name: nnx.Param(jnp.full(extra_shape(variant, name, hidden_size), value, param_dtype))
+                for name, (_, value) in variant.extras.items()})
 
     def _extras(self) -> dict:
         extras = {name: param[...] for name, param in getattr(self, "extras", {}).items()}
@@ -226,7 +252,7 @@ class LSTMCell(nnx.Module):
     # -- the computation ----------------------------------------------------------------------------
     def initial_state(self, batch_size: int, dtype=jnp.float32) -> LSTMState:
         zeros = jnp.zeros((batch_size, self.hidden_size), dtype)
-        return LSTMState(h=zeros, c=zeros)
+        return with_feedback(get_variant(self.cell), LSTMState(h=zeros, c=zeros))
 
     def finish_projection(self, x_w):
         """x W_x [..., 4H] → the x_proj the step reads: + b, unless the variant adds b in its
@@ -264,8 +290,9 @@ class LSTMCell(nnx.Module):
         dtype, activation, extras = self.matmul_dtype, self.gate_activation, self._extras()
         zone = self.expected_zone() if zone is None else zone
         if trace:
-            final, (hs, cs, gates, _) = _forward(self.cell, W_h, extras, x_proj, state, unroll, dtype,
-                                                 activation, zone=zone)
+            variant = get_variant(self.cell)
+            final, (hs, cs, gates, *_) = _forward(self.cell, *recurrent_weights(variant, W_h, extras), x_proj,
+                                                  with_feedback(variant, state), unroll, dtype, activation, zone=zone)
             return final, (hs, cs, gates)
         if self.cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD and zone is None:
             return recurrence(W_h, x_proj, state, unroll, dtype, activation)
@@ -290,30 +317,32 @@ def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str
     return final_state, hs
 
 
-def _forward(cell, W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
+def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
              keep_h_proj=False, zone=None):
-    """(final_state, (hs, cs, Gates, h_projs)), arrays [T, B, H] (h_projs [T, B, 4H], or None
-    unless keep_h_proj): the one scan the training path and gate tracing run. zone: zoneout's
-    (keep_h, keep_c), masks [T, B, H] or constants."""
-    W_h = W_h.astype(matmul_dtype) if matmul_dtype else W_h  # rounded once, not every step
+    """(final_state, (hs, cs, Gates, h_projs, fed)), arrays [T, B, H] (h_projs [T, B, 4H], or
+    None unless keep_h_proj; fed: the fed-back gates, or None): the one scan the training path
+    and gate tracing run. W_r and extras as `recurrent_weights` returns them; state with its
+    fed-back gates (`with_feedback`); zone: zoneout's (keep_h, keep_c), masks [T, B, H] or
+    constants."""
+    W_r = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
     sigma, _ = gate_activation_and_derivative(gate_activation)
     variant = get_variant(cell)
     p = per_group(variant, extras, state.h.shape[-1])
 
     def body(carry, inputs):
         xp, zone_t = inputs
-        # Closing over W_h as a plain array (not the module) keeps the scan body pure.
-        h_proj = matmul(carry.h, W_h, matmul_dtype)
+        # Closing over W_r as a plain array (not the module) keeps the scan body pure.
+        h_proj = matmul(recurrent_input(carry), W_r, matmul_dtype)
         h, c, gates = variant.step(p, xp, h_proj, carry.c, sigma)
-        new = zoneout(LSTMState(h=h, c=c), carry, zone if zone_t is None else zone_t)
-        return new, (new.h, new.c, Gates(**gates), h_proj if keep_h_proj else None)
+        new = zoneout(LSTMState(h, c, fed_back(variant, gates)), carry, zone if zone_t is None else zone_t)
+        return new, (new.h, new.c, Gates(**gates), h_proj if keep_h_proj else None, new.gates)
 
     return jax.lax.scan(body, state, (x_proj, _per_step(zone)), unroll=unroll)
 
 
 def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
-    final_state, (hs, cs, gates, _) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
-                                               gate_activation)
+    final_state, (hs, cs, gates, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
+                                                gate_activation)
     return (final_state, hs), (W_h, state, hs, cs, gates)
 
 
@@ -373,7 +402,9 @@ recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # The same shape as above with the per-step elementwise derivative taken by `jax.vjp` of the
 # variant's own step, so a new variant brings no backward code. The vjp is taken with respect
 # to (x_proj_t, h_proj_t, c_{t-1}, extras): d h_proj_t is dz_t, feeding dW_h (one matmul after the
-# loop) and dh_{t-1} = dz_t W_hᵀ; extras' gradients (H-vectors) are summed in the carry.
+# loop) and dh_{t-1} = dz_t W_hᵀ; extras' gradients (H-vectors) are summed in the carry. A variant
+# that feeds gates back (fgr) differentiates them the same way: they are part of r_{t-1}, so
+# d r_{t-1} = dz_t W_rᵀ hands their share to the previous step's vjp beside dh_{t-1}.
 
 # `lstm` keeps the hand-written backward above: it reuses the saved gates where the derived one
 # recomputes the step's nonlinearities, and it measured ~8% faster on the bigger shape, in
@@ -382,61 +413,71 @@ recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 HAND_WRITTEN_LSTM_BACKWARD = True
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
 def derived_recurrence(W_h, extras, x_proj, state: LSTMState, unroll: int = 1,
                        matmul_dtype: str | None = None, gate_activation: str = "sigmoid",
                        cell: str = "lstm", zone=None):
     """Variant `cell` scanned: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]; zone:
-    zoneout's (keep_h, keep_c), masks [T, B, H] or constants (no gradient flows to them)."""
-    final_state, (hs, *_) = _forward(cell, W_h, extras, x_proj, state, unroll, matmul_dtype,
+    zoneout's (keep_h, keep_c), masks [T, B, H] or constants (no gradient flows to them).
+    W_h and R (fed-back gates) reach the scan as one W_r; autodiff splits its gradient."""
+    variant = get_variant(cell)
+    W_r, step_extras = recurrent_weights(variant, W_h, extras)
+    return _derived_scan(W_r, step_extras, x_proj, with_feedback(variant, state), unroll, matmul_dtype,
+                         gate_activation, cell, zone)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _derived_scan(W_r, extras, x_proj, state: LSTMState, unroll, matmul_dtype, gate_activation, cell, zone):
+    final_state, (hs, *_) = _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype,
                                      gate_activation, zone=zone)
     return final_state, hs
 
 
-def _derived_fwd(W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
-    final_state, (hs, cs, _, h_projs) = _forward(cell, W_h, extras, x_proj, state, unroll,
-                                                 matmul_dtype, gate_activation, keep_h_proj=True, zone=zone)
-    return (final_state, hs), (W_h, extras, x_proj, state, hs, cs, h_projs, zone)
+def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
+    final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll,
+                                                      matmul_dtype, gate_activation, keep_h_proj=True, zone=zone)
+    return (final_state, hs), (W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone)
 
 
 def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
-    W_h, extras, x_proj, state, hs, cs, h_projs, zone = residuals
+    W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone = residuals
     d_final, d_hs = cotangents
-    h_prev = jnp.concatenate([state.h[None], hs[:-1]])
-    c_prev = jnp.concatenate([state.c[None], cs[:-1]])
-    W_h_T = W_h.T.astype(matmul_dtype) if matmul_dtype else W_h.T
+    before = lambda first, stacked: jnp.concatenate([first[None], stacked[:-1]])  # x_{t-1} for every t
+    h_prev, c_prev = before(state.h, hs), before(state.c, cs)
+    r_prev = h_prev if fed is None else jnp.concatenate([h_prev, before(state.gates, fed)], axis=-1)
+    W_r_T = W_r.T.astype(matmul_dtype) if matmul_dtype else W_r.T
     sigma, _ = gate_activation_and_derivative(gate_activation)
     variant = get_variant(cell)
     hidden = state.h.shape[-1]
 
     def new_state(xp, hp, c_before, h_before, extras, zone_t):
-        h, c, _ = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
-        new = zoneout(LSTMState(h=h, c=c), LSTMState(h=h_before, c=c_before), zone_t)
-        return new.h, new.c
+        h, c, gates = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
+        return zoneout(LSTMState(h, c, fed_back(variant, gates)), LSTMState(h_before, c_before), zone_t)
 
     def body(carry, step):
-        dh_next, dc_next, d_extras = carry
+        d_next, d_extras = carry
         dh_out, xp, hp, c_before, h_before, zone_t = step
         zone_t = zone if zone_t is None else zone_t
         _, vjp = jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, c_before, h_before, extras)
-        d_xp, dz, dc_before, dh_before, d_step_extras = vjp((dh_out + dh_next, dc_next))
+        d_xp, dz, dc_before, dh_before, d_step_extras = vjp(d_next._replace(h=dh_out + d_next.h))
         d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
         # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
         emitted = (dz, d_xp) if variant.normalises_inputs else dz
-        dh_prev = matmul(dz, W_h_T, matmul_dtype)
+        d_r_prev = matmul(dz, W_r_T, matmul_dtype)  # [dh_{t-1}, d fed-back gates_{t-1}]
+        dh_prev = d_r_prev[..., :hidden] if fed is not None else d_r_prev
         if zone is not None:  # zoneout also hands h_{t-1} to h_t directly, elementwise
             dh_prev = dh_prev + dh_before
-        return (dh_prev, dc_before, d_extras), emitted
+        d_fed_prev = d_r_prev[..., hidden:] if fed is not None else None
+        return (LSTMState(dh_prev, dc_before, d_fed_prev), d_extras), emitted
 
     zero_extras = jax.tree.map(jnp.zeros_like, extras)
     # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
     steps = (d_hs, x_proj, h_projs, c_prev, h_prev if zone is not None else None, _per_step(zone))
-    (dh0, dc0, d_extras), emitted = jax.lax.scan(
-        body, (d_final.h, d_final.c, zero_extras), steps, reverse=True, unroll=unroll)
+    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), steps, reverse=True,
+                                                  unroll=unroll)
     dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
-    d_W_h = recurrent_weight_gradient(h_prev, dzs, matmul_dtype=matmul_dtype)
+    d_W_r = recurrent_weight_gradient(r_prev, dzs, matmul_dtype=matmul_dtype)
     d_zone = jax.tree.map(jnp.zeros_like, zone)  # masks and rates are not trained
-    return d_W_h, d_extras, d_x_proj, LSTMState(h=dh0, c=dc0), d_zone
+    return d_W_r, d_extras, d_x_proj, d_initial, d_zone
 
 
-derived_recurrence.defvjp(_derived_fwd, _derived_bwd)
+_derived_scan.defvjp(_derived_fwd, _derived_bwd)

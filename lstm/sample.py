@@ -40,7 +40,6 @@ import numpy as np
 from flax import nnx
 
 from lstm import data
-from lstm.cell import LSTMState
 from lstm.model import CharLSTM
 from lstm.state import load_model
 
@@ -288,8 +287,8 @@ class Generator:
         return *self.prime(seed_ids, num_samples), key, None
 
     def _zero_states(self, batch_size):
-        zeros = lambda h: jnp.zeros((batch_size, h), jnp.float32)
-        return tuple(LSTMState(zeros(h), zeros(h)) for h in self.hidden_sizes)
+        # The model's own, so a variant whose state carries more than (h, c) gets all of it.
+        return nnx.merge(self.graphdef, self.params).initial_state(batch_size)
 
     def _run(self, label, jitted, *args, **static):
         """Calls `jitted`, compiling ahead of time on a new shape so compile time is kept apart

@@ -18,6 +18,8 @@ and σ is the gate activation (sigmoid or hard_sigmoid):
   niaf       peephole with g = z_g              (no input activation)
   noaf       peephole with h = o⊙c              (no output activation)
   cifg       peephole with f = 1 − i            (coupled input and forget gate; p_f dropped)
+  fgr        peephole with z_i, z_f, z_o + [i_{t-1}, f_{t-1}, o_{t-1}] R_*    (full gate recurrence:
+             nine H×H matrices, gate to gate; R init 0, so fgr starts as `peephole`)
   layernorm  z = LN(h_{t-1} W_h; α_h, β_h) + LN(x_t W_x; α_x, β_x) + b, then the `lstm` gates,
              h = o⊙tanh(LN(c; α_c, β_c))        (Ba, Kiros & Hinton 2016, eqs. 20-22)
              LN(a; α, β) = α⊙(a − mean(a))/sqrt(var(a) + 1e-5) + β over a's features (all 4H
@@ -28,12 +30,15 @@ keeps the one layout, Keras's weight copy and `gate_params()`; traces show it as
 Extra parameters are named per gate: `gate_params()["i"]["p"]`; layernorm's α_c, β_c sit under
 a fifth group "c". Layernorm adds b after normalising, in its step, so its x_proj is x_t W_x.
 
+Gates fed back (fgr): a variant lists in `feedback` the gates its next step sees. The state
+then carries them (LSTMState.gates, [B, k·H]) and they join h_{t-1} as the recurrent input,
+r_{t-1} = [h_{t-1}, i_{t-1}, f_{t-1}, o_{t-1}], multiplied by W_r = [W_h; R] (R's blocks zero
+in the columns of gates it does not reach, g for fgr): one matmul per step as before, and the
+gradient of W_h and R together one matmul after the loop. So fgr's step is `peephole`'s: its
+definition is the entry below, R [k·H, 3H] (`gate_params()["i"]["R"]` is [3H, H]: the previous
+i, f, o rows into gate i) and the `feedback` list.
+
 Left out, and why:
-  fgr (full gate recurrence: i, f, o also see i_{t-1}, f_{t-1}, o_{t-1} through nine H×H
-      matrices) needs the previous gates in the carry, which is (h, c) everywhere: the sampler,
-      the `stateful` objective and checkpoints. Its nine matrices would also want their
-      gradient as one matmul after the loop, like W_h, so it is a change to the scan, not
-      just a new step.
   GRU has three gates (r, z, n), not four, a single state vector, and h_{t-1} entering its
       update elementwise as well as through W_h: it would need a second layout, a second
       carry and its own gate vocabulary in traces and analyses, i.e. a second cell.
@@ -62,6 +67,7 @@ import jax.numpy as jnp
 
 GATE_ORDER = ("i", "f", "g", "o")
 LAYER_NORM_EPS = 1e-5  # Ba et al. write no epsilon; this keeps a constant row finite
+FEEDBACK_WEIGHTS = "R"  # the extra that carries fed-back gates into the next step (fgr)
 
 
 def split_gates(z):
@@ -75,11 +81,13 @@ class Variant(NamedTuple):
     {group: {name: [H]}} the extra parameters, x_proj = x_t W_x + b (x_t W_x alone for a variant
     that normalises its inputs). extras: {name: (groups, initial value)}.
     normalises_inputs: the step sees the two projections apart (layernorm), so their gradients
-    differ, and b is its parameter, added in the step after normalising."""
+    differ, and b is its parameter, added in the step after normalising.
+    feedback: the gates the next step sees through the extra `R` (module docstring)."""
 
     step: Callable
     extras: dict = {}
     normalises_inputs: bool = False
+    feedback: tuple = ()
 
 
 def lstm(p, x_proj, h_proj, c_prev, sigma):
@@ -137,10 +145,11 @@ def layernorm(p, x_proj, h_proj, c_prev, sigma):
     return h, c, {"i": i, "f": f, "g": g, "o": o}
 
 
-def _ablation(removed_peepholes=(), **change):
+def _ablation(removed_peepholes=(), feedback=(), **change):
     gates = tuple(g for g in ("i", "f", "o") if g not in removed_peepholes)
     step = lambda p, x_proj, h_proj, c_prev, sigma: peephole(p, x_proj, h_proj, c_prev, sigma, **change)
-    return Variant(step, extras={"p": (gates, 0.0)})
+    fed = {FEEDBACK_WEIGHTS: (feedback, 0.0)} if feedback else {}  # fgr's R reaches the gates it feeds back
+    return Variant(step, extras={"p": (gates, 0.0)} | fed, feedback=feedback)
 
 
 VARIANTS = {
@@ -153,6 +162,7 @@ VARIANTS = {
     "niaf": _ablation(no_input_activation=True),
     "noaf": _ablation(no_output_activation=True),
     "cifg": _ablation(("f",), coupled=True),
+    "fgr": _ablation(feedback=("i", "f", "o")),
     "layernorm": Variant(layernorm, normalises_inputs=True, extras={
         "gain_x": (GATE_ORDER, 1.0), "bias_x": (GATE_ORDER, 0.0),
         "gain_h": (GATE_ORDER, 1.0), "bias_h": (GATE_ORDER, 0.0),
@@ -167,6 +177,33 @@ def get_variant(name: str) -> Variant:
     return VARIANTS[name]
 
 
+def extra_shape(variant: Variant, name: str, hidden_size: int) -> tuple:
+    """An extra's fused shape: [len(groups)·H], or for R [len(feedback)·H, len(groups)·H]."""
+    groups, _ = variant.extras[name]
+    rows = (len(variant.feedback) * hidden_size,) if name == FEEDBACK_WEIGHTS else ()
+    return rows + (len(groups) * hidden_size,)
+
+
+def recurrent_matrix(variant: Variant, W_h, R=None):
+    """W_r, the matrix of the recurrent input [h_{t-1}, fed-back gates]: W_h [H, 4H] itself
+    for a variant that feeds nothing back, else [W_h; R] with R's groups in their gates'
+    columns and zeros in the others'. Built by differentiable ops, so W_h and R get their
+    gradients from W_r's by autodiff."""
+    if not variant.feedback:
+        return W_h
+    hidden = W_h.shape[0]
+    groups, _ = variant.extras[FEEDBACK_WEIGHTS]
+    rows = jnp.zeros((R.shape[0], hidden), R.dtype)
+    blocks = [R[:, groups.index(g) * hidden:(groups.index(g) + 1) * hidden] if g in groups else rows
+              for g in GATE_ORDER]
+    return jnp.concatenate([W_h, jnp.concatenate(blocks, axis=-1).astype(W_h.dtype)], axis=0)
+
+
+def fed_back(variant: Variant, gates: dict):
+    """The gates a step hands to the next one, [B, k·H], or None."""
+    return jnp.concatenate([gates[g] for g in variant.feedback], axis=-1) if variant.feedback else None
+
+
 def per_group(variant: Variant, extras: dict, hidden_size: int) -> dict:
     """{name: fused [len(groups)·H]} → {group: {name: [H]}}, the view steps read. A variant that
     normalises its inputs also gets its b here, since it adds b after normalising."""
@@ -175,6 +212,8 @@ def per_group(variant: Variant, extras: dict, hidden_size: int) -> dict:
         layout["b"] = (GATE_ORDER, None)
     view = {}
     for name, (groups, _) in layout.items():
+        if name == FEEDBACK_WEIGHTS and name not in extras:  # the step gets R inside W_r, not here
+            continue
         for index, group in enumerate(groups):
             view.setdefault(group, {})[name] = extras[name][..., index * hidden_size:(index + 1) * hidden_size]
     return view

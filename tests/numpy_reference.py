@@ -45,19 +45,25 @@ def layer_norm(a, gain, bias, eps=1e-5):
     return gain * (a - mu) / sd + bias
 
 
-def variant_sequence(cell, gates, xs, h0, c0, gate_activation="sigmoid"):
+def variant_sequence(cell, gates, xs, h0, c0, gate_activation="sigmoid", fed0=None):
     """The cell variants, from the papers' equations, in float64, one gate at a time.
 
     Greff et al. (2017), "LSTM: A Search Space Odyssey", section II (vanilla LSTM, peepholes
     p_i, p_f on c_{t-1} and p_o on c_t) and section III-B's ablations; Ba et al. (2016), eqs.
     20-22 for layernorm, whose LN acts on all four gates' pre-activations together. gates as
-    for `lstm_sequence` plus "p" (peepholes) or the LN gains and biases ("c": gain, bias)."""
+    for `lstm_sequence` plus "p" (peepholes) or the LN gains and biases ("c": gain, bias).
+    fgr (Greff et al.'s full gate recurrence) adds to each of i, f, o's pre-activation the
+    previous step's i, f, o through nine H×H matrices: gates[n]["R"] is [3H, H], the rows of
+    R_in, R_fn, R_on stacked; fed0 [B, 3H], the gates before the first step (default 0)."""
     sigma = {"sigmoid": sigmoid, "hard_sigmoid": keras_hard_sigmoid}[gate_activation]
     p = {n: {k: np.asarray(v, np.float64) for k, v in piece.items()} for n, piece in gates.items()}
     peep = lambda gate: p[gate].get("p", 0.0)  # np (and lstm) have none: Greff's NP
     h, c = np.asarray(h0, np.float64), np.asarray(c0, np.float64)
     record = {k: [] for k in ("i", "f", "g", "o", "c", "h")}
     order = "ifgo"
+    H = h.shape[-1]
+    previous = np.zeros(h.shape[:-1] + (3 * H,)) if fed0 is None else np.asarray(fed0, np.float64)
+    previous = dict(zip("ifo", np.split(previous, 3, axis=-1)))
     for t in range(xs.shape[1]):
         x = np.asarray(xs[:, t], np.float64)
         if cell == "layernorm":
@@ -74,6 +80,10 @@ def variant_sequence(cell, gates, xs, h0, c0, gate_activation="sigmoid"):
             c = c_new
         else:
             pre = {n: x @ p[n]["W_x"] + h @ p[n]["W_h"] + p[n]["b"] for n in order}
+            if cell == "fgr":
+                for n in "ifo":
+                    for k, m in enumerate("ifo"):  # R_mn: gate m at t-1 into gate n at t
+                        pre[n] = pre[n] + previous[m] @ p[n]["R"][k * H:(k + 1) * H]
             z = pre["g"] if cell == "niaf" else np.tanh(pre["g"])  # block input
             i = np.ones_like(c) if cell == "nig" else sigma(pre["i"] + peep("i") * c)
             if cell == "cifg":
@@ -84,6 +94,7 @@ def variant_sequence(cell, gates, xs, h0, c0, gate_activation="sigmoid"):
             o = np.ones_like(c) if cell == "nog" else sigma(pre["o"] + peep("o") * c)
             h = (c if cell == "noaf" else np.tanh(c)) * o
             g = z
+            previous = {"i": i, "f": f, "o": o}
         for name, value in zip("ifgoch", (i, f, g, o, c, h)):
             record[name].append(value)
     return {k: np.stack(v, axis=1) for k, v in record.items()}

@@ -17,7 +17,7 @@ import lstm
 from configs import tiny
 from lstm import checkpoint, data, train
 from lstm.cell import LSTMCell, LSTMState, cell_step, derived_recurrence, recurrence
-from lstm.variants import CELLS
+from lstm.variants import CELLS, get_variant
 from tests.numpy_reference import to_numpy_gates, variant_sequence
 from tests.test_cell import float64, random_inputs
 
@@ -41,9 +41,17 @@ def random_cell(cell, seed=0, dtype=jnp.float32, gate_activation="sigmoid", matm
     return layer
 
 
-def run_traced(layer, xs, h0, c0):
+def initial_gates(cell, seed=3, dtype=np.float32):
+    """Gates handed to the first step, [B, k·H] in (0, 1), for a variant that feeds gates back
+    (fgr); None for the others."""
+    width = len(get_variant(cell).feedback) * H
+    return np.random.default_rng(seed).uniform(0, 1, (B, width)).astype(dtype) if width else None
+
+
+def run_traced(layer, xs, h0, c0, fed0=None):
     x_proj = layer.project_inputs(jnp.swapaxes(jnp.asarray(xs), 0, 1))
-    final, (hs, cs, gates) = layer.scan(x_proj, LSTMState(jnp.asarray(h0), jnp.asarray(c0)), trace=True)
+    state = LSTMState(jnp.asarray(h0), jnp.asarray(c0), None if fed0 is None else jnp.asarray(fed0))
+    final, (hs, cs, gates) = layer.scan(x_proj, state, trace=True)
     steps = gates._asdict() | {"c": cs, "h": hs}
     return final, {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in steps.items()}
 
@@ -51,7 +59,7 @@ def run_traced(layer, xs, h0, c0):
 def test_parameters_per_variant_and_their_initial_values():
     expected_extras = {"lstm": {}, "np": {}, "peephole": {"p": "ifo"}, "nig": {"p": "fo"},
                        "nfg": {"p": "io"}, "nog": {"p": "if"}, "niaf": {"p": "ifo"},
-                       "noaf": {"p": "ifo"}, "cifg": {"p": "io"},
+                       "noaf": {"p": "ifo"}, "cifg": {"p": "io"}, "fgr": {"p": "ifo", "R": "ifo"},
                        "layernorm": {"gain_x": "ifgo", "bias_x": "ifgo", "gain_h": "ifgo",
                                      "bias_h": "ifgo", "gain": "c", "bias": "c"}}
     assert set(expected_extras) == set(CELLS)
@@ -61,11 +69,11 @@ def test_parameters_per_variant_and_their_initial_values():
             assert {k for k in params if k not in ("W_x", "W_h", "b")} == {
                 name for name, groups in extras.items() if group in groups}, (cell, group)
             for name, value in params.items():
-                assert value.shape == {"W_x": (I, H), "W_h": (H, H)}.get(name, (H,))
+                assert value.shape == {"W_x": (I, H), "W_h": (H, H), "R": (3 * H, H)}.get(name, (H,))
                 if name.startswith("gain"):
                     np.testing.assert_array_equal(value, np.ones(H))
                 elif name not in ("W_x", "W_h", "b"):
-                    np.testing.assert_array_equal(value, np.zeros(H))  # peepholes and LN biases
+                    np.testing.assert_array_equal(value, 0.0)  # peepholes, LN biases, fgr's R
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -97,8 +105,9 @@ def test_every_gate_c_and_h_match_the_papers_equations_in_float64(cell, gate_act
     with float64():
         layer = random_cell(cell, dtype=jnp.float64, gate_activation=gate_activation)
         xs, h0, c0 = random_inputs(dtype=np.float64)
-        final, steps = run_traced(layer, xs, h0, c0)
-        expected = variant_sequence(cell, to_numpy_gates(layer.gate_params()), xs, h0, c0, gate_activation)
+        fed0 = initial_gates(cell, dtype=np.float64)
+        final, steps = run_traced(layer, xs, h0, c0, fed0)
+        expected = variant_sequence(cell, to_numpy_gates(layer.gate_params()), xs, h0, c0, gate_activation, fed0)
         for name in ("i", "f", "g", "o", "c", "h"):
             np.testing.assert_allclose(steps[name], expected[name], rtol=1e-12, atol=1e-12,
                                        err_msg=f"{cell} {name}")
@@ -132,14 +141,15 @@ def test_np_is_lstm_and_lstm_is_unchanged():
 
 def losses_of(graphdef, gate_activation, weights):
     """(loss through the derived backward, loss through autodiff of a plain scan of the same
-    step), both of (the layer's parameters, xs, h0, c0). The parameters enter through
-    project_inputs (so a variant's own input preparation, layernorm's, is differentiated too)
-    and the scan; every output and the final c enter the loss."""
+    step), both of (the layer's parameters, xs, h0, c0[, the gates fed to the first step]).
+    The parameters enter through project_inputs (so a variant's own input preparation,
+    layernorm's, is differentiated too) and the scan; every output and the final c enter the
+    loss."""
     def loss(forward):
-        def scalar(params, xs, h0, c0):
+        def scalar(params, xs, h0, c0, fed0=None):
             layer = nnx.merge(graphdef, params)
             x_proj = layer.project_inputs(jnp.swapaxes(xs, 0, 1))
-            final, hs = forward(layer.cell, layer.W_h[...], layer._extras(), x_proj, LSTMState(h0, c0))
+            final, hs = forward(layer.cell, layer.W_h[...], layer._extras(), x_proj, LSTMState(h0, c0, fed0))
             return jnp.sum(hs * weights[0]) + jnp.sum(final.h * weights[1]) + jnp.sum(jnp.sin(final.c))
         return scalar
 
@@ -154,10 +164,8 @@ def losses_of(graphdef, gate_activation, weights):
     return loss(derived), loss(plain)
 
 
-# hard_sigmoid's derivative is exercised where it meets each kind of change: peepholes and a
-# coupled gate (cifg), and normalised inputs (its forward is checked for every variant above).
-@pytest.mark.parametrize("cell, gate_activation", [(cell, "sigmoid") for cell in CELLS] + [
-    (cell, "hard_sigmoid") for cell in ("cifg", "layernorm")])
+@pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("cell", CELLS)
 def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell, gate_activation):
     """Gradients of every parameter of the layer, the inputs, h0 and c0: all entries against
     autodiff of a plain scan of the same step, and a few random
@@ -166,10 +174,11 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
     with float64():
         layer = random_cell(cell, dtype=jnp.float64, gate_activation=gate_activation)
         xs, h0, c0 = random_inputs(dtype=np.float64)
+        fed0 = initial_gates(cell, dtype=np.float64)
         rng = np.random.default_rng(5)
         weights = (rng.normal(size=(T, B, H)), rng.normal(size=(B, H)))
         graphdef, params = nnx.split(layer)
-        args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
+        args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0)) + (() if fed0 is None else (jnp.asarray(fed0),))
         derived, plain = losses_of(graphdef, gate_activation, weights)
         both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
                                   jax.value_and_grad(lambda a: plain(*a))(a)))
@@ -309,15 +318,27 @@ def test_a_saved_config_without_cell_loads_as_lstm(tmp_path):
     np.testing.assert_array_equal(model.layers[0].W_h[...], state.params["layers"][0]["W_h"][...])
 
 
-def test_a_variant_trains_saves_and_loads_with_its_extra_parameters(corpus_path, tmp_path):
-    config = tiny.get_config()
-    config.data.path = str(corpus_path)
-    config.model.cell = "peephole"
-    config.train.max_steps = 2
-    config.eval.max_windows = 8
-    config.eval.sample_length = 0  # the sampler is test_trace_…'s decode_step, checked above
-    train.train_and_evaluate(config, tmp_path)
-    model, _, restored = train.load_model(tmp_path, which="latest")
-    assert restored.model.cell == "peephole"
-    peepholes = np.asarray(model.layers[0].gate_params()["i"]["p"])
-    assert np.abs(peepholes).max() > 0  # trained away from their zero init, and restored
+def test_a_variant_trains_resumes_exactly_and_loads_with_its_extra_parameters(corpus_path, tmp_path):
+    """fgr under the `stateful` objective: its checkpointed carry holds the fed-back gates
+    beside (h, c), so a run resumed from its middle must equal one that ran straight through."""
+    from tests.test_train import losses, restore_latest, tiny_config
+
+    def config(max_steps):
+        config = tiny_config(corpus_path, max_steps=max_steps, log_every_steps=1, eval_every_steps=2)
+        config.model.cell, config.data.objective, config.data.stride = "fgr", "stateful", 1
+        config.checkpoint.every_steps = 2
+        config.eval.sample_length = 0  # the sampler is test_trace_…'s decode_step, checked above
+        return config
+
+    train.train_and_evaluate(config(4), tmp_path / "whole")
+    train.train_and_evaluate(config(2), tmp_path / "split")
+    train.train_and_evaluate(config(4), tmp_path / "split")
+    (_, whole), (_, split) = (restore_latest(tmp_path / run, config(4)) for run in ("whole", "split"))
+    assert any(".carry" in key for key in whole) and whole.keys() == split.keys()
+    for key in whole:
+        np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(split[key]), err_msg=key)
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+    model, _, restored = train.load_model(tmp_path / "split", which="latest")
+    assert restored.model.cell == "fgr"
+    for piece in ("p", "R"):  # trained away from their zero init, and restored
+        assert np.abs(np.asarray(model.layers[0].gate_params()["i"][piece])).max() > 0, piece

@@ -4,6 +4,7 @@ configs/shakespeare.py recipe, the same number of steps for each, several seeds.
     python scripts/research/variant_study.py                     # trains what is missing, reports
     python scripts/research/variant_study.py --cells=lstm,nfg --seeds=0 --steps=200
     python scripts/research/variant_study.py --report_only --out=docs/runs/variants/study.json
+    python scripts/research/variant_study.py --cells=fgr --out=docs/runs/variants/study.json  # adds a row
 
 Each run is `scripts/train.py --config=configs/shakespeare.py --config.model.cell=CELL
 --config.seed=SEED --config.train.time_budget_s=0 --config.train.max_steps=STEPS
@@ -16,6 +17,10 @@ The report per variant: the final held-out loss (nats/char and bits/char), mean 
 over seeds; the median step time over its runs (compilation excluded; runs share the machine
 with nothing else only if the study is run alone); and the parameter count, stored and used
 (a removed gate keeps its unused blocks of the fused matrices, lstm/variants.py).
+
+runs/ does not outlive a session, so a study can grow across sessions: with --out naming an
+existing report of the same recipe and step count, the variants it holds that this call does
+not train or find are kept, and the table and figure show them all.
 """
 import json
 import math
@@ -33,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from lstm import cli  # noqa: E402
 
 # np is lstm's equations (Greff et al.'s "no peepholes"), so it would repeat lstm's runs.
-STUDY_CELLS = "lstm,peephole,nig,nfg,nog,niaf,noaf,cifg,layernorm"
+STUDY_CELLS = "lstm,peephole,nig,nfg,nog,niaf,noaf,cifg,fgr,layernorm"
 _CELLS = flags.DEFINE_list("cells", STUDY_CELLS, "Variants to train and report (lstm/variants.py).")
 _SEEDS = flags.DEFINE_list("seeds", "0,1,2", "Seeds per variant.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per run (the recipe makes ~1,000 in its 120 s).")
@@ -165,6 +170,25 @@ def figure(report: dict, path: str) -> None:
     save_png(fig, path)
 
 
+def merged(report: dict, path: str) -> dict:
+    """report, plus the variants the earlier report at `path` has and this one has no runs for."""
+    try:
+        with open(path) as file:
+            earlier = json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        cli.fail(f"cannot read the earlier report {path}: {error}")
+    if (earlier.get("steps"), earlier.get("recipe")) != (report["steps"], report["recipe"]):
+        cli.fail(f"{path} reports {earlier.get('steps')} steps of {earlier.get('recipe')}, this study "
+                 f"{report['steps']} of {report['recipe']}: write it to another --out")
+    entries = {entry["cell"]: entry for entry in report["variants"]}  # "not run" rows included
+    for entry in earlier["variants"]:
+        if not entries.get(entry["cell"], {}).get("runs"):
+            entries[entry["cell"]] = entry
+    order = STUDY_CELLS.split(",")
+    ranked = sorted(entries, key=lambda cell: order.index(cell) if cell in order else len(order))
+    return {**report, "variants": [entries[cell] for cell in ranked]}
+
+
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -188,6 +212,8 @@ def main(argv):
                     train(cell, seed, _STEPS.value)
     report = {"steps": _STEPS.value, "recipe": "configs/shakespeare.py",
               "variants": [summarise(cell, _SEEDS.value, _STEPS.value) for cell in _CELLS.value]}
+    if _OUT.value and os.path.exists(_OUT.value):
+        report = merged(report, _OUT.value)
     print(markdown(report))
     if _OUT.value:
         from lstm.files import atomic_writer
