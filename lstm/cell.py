@@ -44,8 +44,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm.variants import (FEEDBACK_WEIGHTS, GATE_ORDER, extra_shape, fed_back, get_variant, per_group,
-                           recurrent_matrix, split_gates)
+from lstm.variants import (
+    FEEDBACK_WEIGHTS,
+    GATE_ORDER,
+    extra_shape,
+    fed_back,
+    get_variant,
+    per_group,
+    recurrent_matrix,
+    split_gates,
+)
 
 MATMUL_DTYPES = (None, "bfloat16")
 GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")

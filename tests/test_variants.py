@@ -178,7 +178,8 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
         rng = np.random.default_rng(5)
         weights = (rng.normal(size=(T, B, H)), rng.normal(size=(B, H)))
         graphdef, params = nnx.split(layer)
-        args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0)) + (() if fed0 is None else (jnp.asarray(fed0),))
+        args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
+        args += () if fed0 is None else (jnp.asarray(fed0),)
         derived, plain = losses_of(graphdef, gate_activation, weights)
         both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
                                   jax.value_and_grad(lambda a: plain(*a))(a)))
