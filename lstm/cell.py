@@ -47,6 +47,7 @@ from flax import nnx
 from lstm.variants import (
     FEEDBACK_WEIGHTS,
     GATE_ORDER,
+    centre,
     extra_shape,
     fed_back,
     get_variant,
@@ -263,10 +264,10 @@ class LSTMCell(nnx.Module):
         return with_feedback(get_variant(self.cell), LSTMState(h=zeros, c=zeros))
 
     def finish_projection(self, x_w):
-        """x W_x [..., 4H] → the x_proj the step reads: + b, unless the variant adds b in its
-        step after normalising (layernorm). Row-wise, so a table of projected tokens may go
-        through it once and be gathered from afterwards."""
-        return x_w if get_variant(self.cell).normalises_inputs else x_w + self.b[...]
+        """x W_x [..., 4H] → the x_proj the step reads: + b, unless the variant normalises its
+        inputs (layernorm: centred, b added in its step after normalising). Row-wise, so a
+        table of projected tokens may go through it once and be gathered from afterwards."""
+        return centre(x_w) if get_variant(self.cell).normalises_inputs else x_w + self.b[...]
 
     def project_inputs(self, x):
         """x [..., I] → x_proj [..., 4H]; called once for every time step at once."""

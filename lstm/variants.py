@@ -29,6 +29,11 @@ A removed gate keeps its (unused, zero-gradient) blocks of the fused matrices, s
 keeps the one layout, Keras's weight copy and `gate_params()`; traces show it as its constant.
 Extra parameters are named per gate: `gate_params()["i"]["p"]`; layernorm's α_c, β_c sit under
 a fifth group "c". Layernorm adds b after normalising, in its step, so its x_proj is x_t W_x.
+Its two projections reach the step already centred over their 4H features: centring commutes
+with the matmul (a − mean(a) = h (W_h − W_h's row means) for a = h W_h), so the scan multiplies
+by a centred W_h, computed once per call, and x_t W_x is centred with the other input work
+before the loop. The step then only scales (`centred_layer_norm`): one reduction instead of
+two per normalisation, in the loop and in its derived backward (docs/performance.md: ~8%).
 
 Gates fed back (fgr): a variant lists in `feedback` the gates its next step sees. The state
 then carries them (LSTMState.gates, [B, k·H]) and they join h_{t-1} as the recurrent input,
@@ -81,7 +86,8 @@ class Variant(NamedTuple):
     {group: {name: [H]}} the extra parameters, x_proj = x_t W_x + b (x_t W_x alone for a variant
     that normalises its inputs). extras: {name: (groups, initial value)}.
     normalises_inputs: the step sees the two projections apart (layernorm), so their gradients
-    differ, and b is its parameter, added in the step after normalising.
+    differ, each centred over its features (module docstring), and b is its parameter, added
+    in the step after normalising.
     feedback: the gates the next step sees through the extra `R` (module docstring)."""
 
     step: Callable
@@ -120,9 +126,18 @@ def peephole(p, x_proj, h_proj, c_prev, sigma, *, no_input_gate=False, no_forget
 
 
 def layer_norm(a, gain, bias):
-    mean = a.mean(-1, keepdims=True)
-    var = jnp.square(a - mean).mean(-1, keepdims=True)
-    return gain * (a - mean) * jnp.reciprocal(jnp.sqrt(var + LAYER_NORM_EPS)) + bias
+    return centred_layer_norm(centre(a), gain, bias)
+
+
+def centre(a):
+    """a minus its mean over the features (the last axis)."""
+    return a - a.mean(-1, keepdims=True)
+
+
+def centred_layer_norm(a, gain, bias):
+    """LN(a) for an a whose features already have mean 0: its variance is mean(a²)."""
+    var = jnp.square(a).mean(-1, keepdims=True)
+    return gain * a * jnp.reciprocal(jnp.sqrt(var + LAYER_NORM_EPS)) + bias
 
 
 def fused(p, name):
@@ -131,11 +146,12 @@ def fused(p, name):
 
 
 def layernorm(p, x_proj, h_proj, c_prev, sigma):
-    # LN(x_t W_x) does not depend on h_{t-1}, yet it stays in the step: hoisted before the scan it
+    # Both projections arrive centred (module docstring), so LN is only its scaling here. LN(x_t W_x)
+    # does not depend on h_{t-1}, yet its scaling stays in the step: hoisted before the scan it
     # measured slower (it materialises [T, B, 4H] arrays the loop computes on the fly;
     # docs/performance.md, log).
-    z = split_gates(layer_norm(h_proj, fused(p, "gain_h"), fused(p, "bias_h"))
-                    + layer_norm(x_proj, fused(p, "gain_x"), fused(p, "bias_x")) + fused(p, "b"))
+    z = split_gates(centred_layer_norm(h_proj, fused(p, "gain_h"), fused(p, "bias_h"))
+                    + centred_layer_norm(x_proj, fused(p, "gain_x"), fused(p, "bias_x")) + fused(p, "b"))
     i = sigma(z["i"])
     f = sigma(z["f"])
     g = jnp.tanh(z["g"])
@@ -186,9 +202,11 @@ def extra_shape(variant: Variant, name: str, hidden_size: int) -> tuple:
 
 def recurrent_matrix(variant: Variant, W_h, R=None):
     """W_r, the matrix of the recurrent input [h_{t-1}, fed-back gates]: W_h [H, 4H] itself
-    for a variant that feeds nothing back, else [W_h; R] with R's groups in their gates'
-    columns and zeros in the others'. Built by differentiable ops, so W_h and R get their
-    gradients from W_r's by autodiff."""
+    for a variant that feeds nothing back (centred for one that normalises its inputs), else
+    [W_h; R] with R's groups in their gates' columns and zeros in the others'. Built by
+    differentiable ops, so W_h and R get their gradients from W_r's by autodiff."""
+    if variant.normalises_inputs:  # the step reads h W_h centred: h (W_h − its row means)
+        W_h = centre(W_h)
     if not variant.feedback:
         return W_h
     hidden = W_h.shape[0]
