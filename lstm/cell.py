@@ -161,8 +161,9 @@ def cell_step(cell: str, W_h, extras, state: LSTMState, x_proj, matmul_dtype=Non
 
 
 def recurrent_weights(variant, W_h, extras: dict):
-    """(W_r, the step's extras): a fed-back gates' matrix R leaves the extras for W_r = [W_h; R]
-    (variants.recurrent_matrix); for every other variant, (W_h, extras) unchanged."""
+    """(W_r, the step's extras): W_r is the matrix the scan multiplies the recurrent input by
+    (variants.recurrent_matrix): W_h, centred for a variant that normalises its inputs, and
+    [W_h; R] for one that feeds gates back, R then leaving the step's extras."""
     step_extras = {name: value for name, value in extras.items() if name != FEEDBACK_WEIGHTS}
     return recurrent_matrix(variant, W_h, extras.get(FEEDBACK_WEIGHTS)), step_extras
 
