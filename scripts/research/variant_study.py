@@ -76,8 +76,8 @@ def unused_gates(cell: str) -> list[str]:
 
     variant, hidden = variants.get_variant(cell), 8
     keys = jax.random.split(jax.random.key(0), 4)
-    extras = {name: jax.random.normal(keys[0], (len(groups) * hidden,)) for name, (groups, _) in
-              variant.extras.items()}
+    extras = {name: jax.random.normal(keys[0], variants.extra_shape(variant, name, hidden))
+              for name in variant.extras}
     if variant.normalises_inputs:
         extras["b"] = jax.random.normal(keys[0], (4 * hidden,))
     p = variants.per_group(variant, extras, hidden)
