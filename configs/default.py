@@ -74,4 +74,5 @@ def get_config():
     checkpoint.keep_best = 3  # best steps kept by `monitor`, beside the latest
     checkpoint.monitor = "val_loss"  # val_loss | train_loss (the tutorial's save_best_only on loss)
     checkpoint.every_steps = 500  # "latest" saves for resume, besides the one at every epoch end
+    checkpoint.every_epoch = True  # False: no save at epoch ends (short epochs, large models: a GPU race)
     return config

@@ -298,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             finished = step >= total_steps or out_of_time
             eval_due = ((epoch_done and config.eval.every_epoch) or finished
                         or passed_multiple(t.eval_every_steps, step, count))
-            save_due = epoch_done or finished or passed_multiple(config.checkpoint.every_steps, step, count)
+            save_due = ((epoch_done and config.checkpoint.every_epoch) or finished
+                        or passed_multiple(config.checkpoint.every_steps, step, count))
             improved = False
             log_due = passed_multiple(t.log_every_steps, step, count)
             if log_due or eval_due or save_due:

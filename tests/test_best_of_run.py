@@ -4,7 +4,7 @@ metrics, and the sampler loads it by default; a resumed run remembers the best i
 import numpy as np
 import pytest
 
-from lstm import logger, sample, state, train
+from lstm import checkpoint, logger, sample, state, train
 from lstm.analysis import results
 from tests.test_train import final_params, tiny_config
 
@@ -83,3 +83,28 @@ def test_train_loss_monitoring_keeps_no_held_out_best(corpus_path, tmp_path, scr
     summary = train.train_and_evaluate(config, tmp_path)
     assert "best_step" not in summary
     assert not any(r.get("best") for r in logger.read_metrics(tmp_path))
+
+
+@pytest.mark.parametrize("every_epoch", [True, False])
+def test_epoch_end_saves_can_be_turned_off(corpus_path, tmp_path, monkeypatch, every_epoch):
+    """checkpoint.every_epoch=False (a GPU race's short epochs and large checkpoints): saves
+    come only from the step schedule, improving evaluations and the end."""
+    saved, real_save = [], checkpoint.Checkpointer.save
+
+    def save(self, step, *args, **kwargs):
+        saved.append(step)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    config = race_config(corpus_path, 40)
+    config.data.stride = 64  # 9-step epochs: four end inside the 40 steps
+    config.train.num_epochs = 10
+    config.checkpoint.every_epoch = every_epoch
+    train.train_and_evaluate(config, tmp_path)
+
+    records = logger.read_metrics(tmp_path)
+    epoch_ends = [r["step"] for r in records if r["event"] == "epoch" and r["epoch_complete"]]
+    improved = [r["step"] for r in records if r["event"] == "eval" and r["best"]]
+    assert epoch_ends == [9, 18, 27, 36]
+    expected = set(improved) | {40} | (set(epoch_ends) if every_epoch else set())
+    assert saved == sorted(expected)
