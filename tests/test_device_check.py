@@ -29,7 +29,7 @@ def test_refuses_to_run_without_an_out_folder():
 def test_a_failed_stage_fails_the_call_after_the_others_ran(tmp_path):
     result = _run({"OUT": str(tmp_path), "SMOKE": "1", "PY": "false"})
     assert result.returncode == 1
-    assert "stages that failed: devices bench bigger shakespeare" in result.stderr
+    assert "stages that failed: devices bench shakespeare_probe shakespeare_gpu bigger_val" in result.stderr
 
 
 @pytest.mark.skipif(not ALICE.exists(), reason="needs data/wonderland.txt (make data)")
@@ -39,20 +39,26 @@ def test_smoke_runs_every_stage_and_returns_unpackable_workdirs(tmp_path):
     assert result.returncode == 0, result.stderr
     log = (out / "device_check.log").read_text()
     stages = [line for line in log.splitlines() if line.startswith("== ") and ": exit " in line]
-    assert [line.split(":")[0] for line in stages] == ["== devices", "== bench", "== bigger", "== shakespeare"]
+    assert [line.split(":")[0] for line in stages] == [
+        "== devices", "== bench", "== shakespeare_probe", "== shakespeare_gpu", "== bigger_val"]
     assert all(line.endswith(": exit 0") for line in stages), stages
+    # The race's cosine is sized from the timing run's steps after compilation (a positive count).
+    assert int(log.split("the race's cosine runs over ")[1].split()[0]) > 0
 
     bench = json.loads((out / "bench.json").read_text())
     assert bench["section"] == "train" and bench["rows"]
 
     # Only files one or two folders down come back from the device machine.
     returned = sorted(p.name for p in out.iterdir() if p.is_file())
-    assert returned == ["bench.json", "bigger.tgz.aa", "device_check.log", "shakespeare_gpu.tgz.aa"]
+    assert returned == ["bench.json", "device_check.log", "runs.tgz.aa", "samples.txt"]
+    assert (out / "samples.txt").read_text().count("## best checkpoint") == 3
     unpacked = tmp_path / "unpacked"
     unpacked.mkdir()
-    for run in ("bigger", "shakespeare_gpu"):
-        with open(out / f"{run}.tgz.aa", "rb") as part, tarfile.open(fileobj=part, mode="r:gz") as archive:
-            archive.extractall(unpacked, filter="data")
+    with open(out / "runs.tgz.aa", "rb") as part, tarfile.open(fileobj=part, mode="r:gz") as archive:
+        archive.extractall(unpacked, filter="data")
+    for run in ("shakespeare_gpu", "bigger_val"):
         records = [json.loads(line) for line in (unpacked / run / "metrics.jsonl").read_text().splitlines()]
         assert any(r.get("event") == "eval" for r in records)
         assert (unpacked / run / "checkpoints" / "config.json").exists()
+    # The bigger runs come back resumable: their latest checkpoint travels with them.
+    assert any(p.name.isdigit() for p in (unpacked / "bigger_val" / "checkpoints").iterdir())
