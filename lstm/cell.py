@@ -33,80 +33,34 @@ with only h_{t-1} W_h and elementwise work (docs/design.md, "Performance princip
 
 `cell=NAME` picks one of the variants of lstm/variants.py (peepholes, Greff et al.'s ablations,
 layer normalisation); `lstm`, the default, is the cell above. Each variant is its step, written
-once; the scan's fast backward is derived from that step (`derived_recurrence` below).
+once (lstm/step.py runs it); the scan's fast backward is derived from that step (lstm/scans.py).
+
+This module holds the parameters: LSTMCell, its initialisers and its per-gate views. The step's
+names (LSTMState, Gates, matmul, lstm_step, cell_step, …) and the scans' (recurrence,
+derived_recurrence, …) are re-exported here, where they were first defined.
 """
 from __future__ import annotations
-
-import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm.variants import (
-    FEEDBACK_WEIGHTS,
-    GATE_ORDER,
-    centre,
-    extra_shape,
-    fed_back,
-    get_variant,
-    per_group,
-    recurrent_matrix,
-    split_gates,
+from lstm import scans
+from lstm.scans import derived_recurrence, recurrence, recurrent_weight_gradient  # noqa: F401  (re-exported)
+from lstm.step import (  # noqa: F401  (re-exported: the cell's public names before the split)
+    GATE_ACTIVATIONS,
+    MATMUL_DTYPES,
+    Gates,
+    LSTMState,
+    cell_step,
+    check_matmul_dtype,
+    gate_activation_and_derivative,
+    hard_sigmoid,
+    lstm_step,
+    matmul,
+    with_feedback,
 )
-
-MATMUL_DTYPES = (None, "bfloat16")
-GATE_ACTIVATIONS = ("sigmoid", "hard_sigmoid")
-
-
-def hard_sigmoid(z):
-    """Keras's hard sigmoid (Keras 1 and 2, Theano and TensorFlow backends): slope 0.2 on
-    |z| < 2.5, exactly 0 or 1 outside."""
-    return jnp.clip(0.2 * z + 0.5, 0.0, 1.0)
-
-
-def gate_activation_and_derivative(name: str):
-    """(σ, σ' written as a function of σ's output): the backward pass keeps only outputs."""
-    if name == "sigmoid":
-        return jax.nn.sigmoid, lambda y: y * (1 - y)
-    if name == "hard_sigmoid":
-        # Flat where clipped; the kinks at exactly 0 and 1 get the flat side's zero.
-        return hard_sigmoid, lambda y: jnp.where((y > 0) & (y < 1), 0.2, 0.0).astype(y.dtype)
-    raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}; got {name!r}")
-
-
-def matmul(a, b, dtype: str | None = None):
-    """a @ b; with dtype="bfloat16", both operands rounded to bfloat16 and the product
-    accumulated (and returned) in float32. Rounding an operand that already is bfloat16 is
-    free, so callers cast a weight once outside a loop and pass it in."""
-    if dtype is None:
-        return a @ b
-    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
-
-
-def check_matmul_dtype(dtype):
-    if dtype not in MATMUL_DTYPES:
-        raise ValueError(f"matmul_dtype must be one of {MATMUL_DTYPES}; got {dtype!r}")
-    return dtype
-
-
-class LSTMState(NamedTuple):
-    """The recurrent carry. Order (h, c): h is what the next layer sees, c is the memory;
-    gates, only for a variant that feeds gates back (fgr), the ones its next step sees."""
-
-    h: jax.Array  # [B, H]
-    c: jax.Array  # [B, H]
-    gates: jax.Array | None = None  # [B, k·H], the variant's `feedback` gates, in that order
-
-
-class Gates(NamedTuple):
-    """Post-activation gate values of one step (each [B, H]); emitted only when tracing."""
-
-    i: jax.Array
-    f: jax.Array
-    g: jax.Array
-    o: jax.Array
+from lstm.variants import GATE_ORDER, centre, extra_shape, get_variant, per_group, split_gates
 
 
 def glorot_uniform(key, shape, dtype=jnp.float32):
@@ -138,63 +92,6 @@ def unit_forget_bias(hidden_size, dtype=jnp.float32):
     gates["f"] = jnp.ones((hidden_size,), dtype)
     return jnp.concatenate([gates[name] for name in GATE_ORDER])
 
-
-def lstm_step(W_h, state: LSTMState, x_proj, matmul_dtype: str | None = None,
-              gate_activation: str = "sigmoid"):
-    """The equations of the module docstring (`variants.lstm`, one line per gate).
-    x_proj = x_t W_x + b, [B, 4H]."""
-    return cell_step("lstm", W_h, {}, state, x_proj, matmul_dtype, gate_activation)
-
-
-def cell_step(cell: str, W_h, extras, state: LSTMState, x_proj, matmul_dtype=None,
-              gate_activation="sigmoid", zone=None):
-    """One step of variant `cell`; extras {name: fused array} are its extra parameters; zone
-    (keep_h, keep_c), if given, is zoneout's share of the previous state that is kept."""
-    sigma, _ = gate_activation_and_derivative(gate_activation)
-    variant = get_variant(cell)
-    W_r, extras = recurrent_weights(variant, W_h, extras)
-    state = with_feedback(variant, state)
-    h_proj = matmul(recurrent_input(state), W_r, matmul_dtype)
-    p = per_group(variant, extras, state.h.shape[-1])
-    h, c, gates = variant.step(p, x_proj, h_proj, state.c, sigma)
-    return zoneout(LSTMState(h, c, fed_back(variant, gates)), state, zone), Gates(**gates)
-
-
-def recurrent_weights(variant, W_h, extras: dict):
-    """(W_r, the step's extras): W_r is the matrix the scan multiplies the recurrent input by
-    (variants.recurrent_matrix): W_h, centred for a variant that normalises its inputs, and
-    [W_h; R] for one that feeds gates back, R then leaving the step's extras."""
-    step_extras = {name: value for name, value in extras.items() if name != FEEDBACK_WEIGHTS}
-    return recurrent_matrix(variant, W_h, extras.get(FEEDBACK_WEIGHTS)), step_extras
-
-
-def with_feedback(variant, state: LSTMState) -> LSTMState:
-    """The state with the gates `variant` feeds back: zeros (nothing fed yet) where it has none."""
-    if not variant.feedback or state.gates is not None:
-        return state
-    batch, hidden = state.h.shape[:-1], state.h.shape[-1]
-    return state._replace(gates=jnp.zeros(batch + (len(variant.feedback) * hidden,), state.h.dtype))
-
-
-def recurrent_input(state: LSTMState):
-    """r_{t-1}: h_{t-1}, followed by the fed-back gates where a variant has them."""
-    return state.h if state.gates is None else jnp.concatenate([state.h, state.gates], axis=-1)
-
-
-def zoneout(new: LSTMState, previous: LSTMState, zone) -> LSTMState:
-    """Zoneout (Krueger et al. 2016): each unit keeps its previous value where keep = 1.
-    In training keep is a 0/1 mask drawn per step and unit; in evaluation it is the rate
-    itself, the expectation. zone = None (no zoneout) or (keep_h, keep_c). Fed-back gates
-    are not state units: they pass as computed."""
-    if zone is None:
-        return new
-    keep_h, keep_c = zone
-    return new._replace(h=keep_h * previous.h + (1 - keep_h) * new.h, c=keep_c * previous.c + (1 - keep_c) * new.c)
-
-
-def _per_step(zone):
-    """Zoneout's masks as scan inputs ([T, B, H] each), or None where zone is constant."""
-    return zone if zone is not None and jnp.ndim(zone[0]) == 3 else None
 
 
 class LSTMCell(nnx.Module):
@@ -297,197 +194,8 @@ class LSTMCell(nnx.Module):
         layer's expected zoneout, or none).
         """
         W_h = self.W_h[...] if W_h is None else W_h
-        dtype, activation, extras = self.matmul_dtype, self.gate_activation, self._extras()
         zone = self.expected_zone() if zone is None else zone
-        if trace:
-            variant = get_variant(self.cell)
-            final, (hs, cs, gates, *_) = _forward(self.cell, *recurrent_weights(variant, W_h, extras), x_proj,
-                                                  with_feedback(variant, state), unroll, dtype, activation, zone=zone)
-            return final, (hs, cs, gates)
-        if self.cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD and zone is None:
-            return recurrence(W_h, x_proj, state, unroll, dtype, activation)
-        return derived_recurrence(W_h, extras, x_proj, state, unroll, dtype, activation, self.cell, zone)
+        run = scans.traced_scan if trace else scans.scan_cell
+        return run(self.cell, W_h, self._extras(), x_proj, state, unroll, self.matmul_dtype,
+                   self.gate_activation, zone)
 
-
-# -- the backward pass, written out ------------------------------------------------------------
-#
-# Autodiff of the scan would do three small matmuls per step (h W_h forward; dz W_hᵀ and the
-# per-step accumulation hᵀ dz backward). The gradient of W_h, Σ_t h_{t-1}ᵀ dz_t, does not
-# need to be inside the sequential loop: the loop below emits dz_t for every step and W_h's
-# gradient is then one large [H, T·B] × [T·B, 4H] matmul, which runs near the machine's matmul
-# rate. The per-step work left in the loop is one small matmul each way.
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str | None = None,
-               gate_activation: str = "sigmoid"):
-    """The scanned cell: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
-    final_state, (hs, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
-                                     gate_activation)
-    return final_state, hs
-
-
-def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
-             keep_h_proj=False, zone=None):
-    """(final_state, (hs, cs, Gates, h_projs, fed)), arrays [T, B, H] (h_projs [T, B, 4H], or
-    None unless keep_h_proj; fed: the fed-back gates, or None): the one scan the training path
-    and gate tracing run. W_r and extras as `recurrent_weights` returns them; state with its
-    fed-back gates (`with_feedback`); zone: zoneout's (keep_h, keep_c), masks [T, B, H] or
-    constants."""
-    W_r = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
-    sigma, _ = gate_activation_and_derivative(gate_activation)
-    variant = get_variant(cell)
-    p = per_group(variant, extras, state.h.shape[-1])
-
-    def body(carry, inputs):
-        xp, zone_t = inputs
-        # Closing over W_r as a plain array (not the module) keeps the scan body pure.
-        h_proj = matmul(recurrent_input(carry), W_r, matmul_dtype)
-        h, c, gates = variant.step(p, xp, h_proj, carry.c, sigma)
-        new = zoneout(LSTMState(h, c, fed_back(variant, gates)), carry, zone if zone_t is None else zone_t)
-        return new, (new.h, new.c, Gates(**gates), h_proj if keep_h_proj else None, new.gates)
-
-    return jax.lax.scan(body, state, (x_proj, _per_step(zone)), unroll=unroll)
-
-
-def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
-    final_state, (hs, cs, gates, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
-                                                gate_activation)
-    return (final_state, hs), (W_h, state, hs, cs, gates)
-
-
-def _recurrence_bwd(unroll, matmul_dtype, gate_activation, residuals, cotangents):
-    W_h, state, hs, cs, gates = residuals
-    (d_final, d_hs) = cotangents
-    h_prev = jnp.concatenate([state.h[None], hs[:-1]])  # h_{t-1} for every t
-    c_prev = jnp.concatenate([state.c[None], cs[:-1]])
-    W_h_T = W_h.T.astype(matmul_dtype) if matmul_dtype else W_h.T
-    _, d_sigma = gate_activation_and_derivative(gate_activation)
-
-    def body(carry, step):
-        dh_next, dc_next = carry
-        dh_out, c, c_before, i, f, g, o = step
-        dh = dh_out + dh_next  # h_t feeds the output and the next step
-        tanh_c = jnp.tanh(c)
-        dc = dc_next + dh * o * (1 - tanh_c ** 2)  # h = o ⊙ tanh(c)
-        dz = {  # through each gate's nonlinearity: σ' = σ(1-σ) (or 0.2 / 0), tanh' = 1-tanh²
-            "i": dc * g * d_sigma(i),  # c = f ⊙ c_prev + i ⊙ g
-            "f": dc * c_before * d_sigma(f),
-            "g": dc * i * (1 - g ** 2),
-            "o": dh * tanh_c * d_sigma(o),
-        }
-        dz = jnp.concatenate([dz[name] for name in GATE_ORDER], axis=-1)
-        return (matmul(dz, W_h_T, matmul_dtype), dc * f), dz
-
-    steps = (d_hs, cs, c_prev, gates.i, gates.f, gates.g, gates.o)
-    (dh0, dc0), dzs = jax.lax.scan(body, (d_final.h, d_final.c), steps, reverse=True, unroll=unroll)
-    d_W_h = recurrent_weight_gradient(h_prev, dzs, matmul_dtype=matmul_dtype)
-    return d_W_h, dzs, LSTMState(h=dh0, c=dc0)
-
-
-def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dtype=None):
-    """dW_h = Σ_t Σ_b h_{t-1}ᵀ dz_t, one matmul after the loop, for h_prev [T, B, H], dzs [T, B, 4H].
-
-    On one device, (T, B) merge into one axis: free in memory, and XLA's dot then transposes
-    only the narrow h (measured 0.404 → 0.369 s/step on the bigger shape, docs/performance.md).
-    With several devices the batch axis is sharded, and merging it with time would make XLA
-    all-gather every device's activations; an einsum over both axes lets each device contract
-    its own rows, and the gradient all-reduce does the rest."""
-    if merge_time_and_batch is None:
-        merge_time_and_batch = jax.device_count() == 1
-    if merge_time_and_batch:
-        return matmul(h_prev.reshape(-1, h_prev.shape[-1]).T, dzs.reshape(-1, dzs.shape[-1]),
-                      matmul_dtype)
-    if matmul_dtype is None:
-        return jnp.einsum("tbh,tbg->hg", h_prev, dzs)
-    return jnp.einsum("tbh,tbg->hg", h_prev.astype(matmul_dtype), dzs.astype(matmul_dtype),
-                      preferred_element_type=jnp.float32)
-
-
-recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
-
-
-# -- the backward pass, derived from the step --------------------------------------------------
-#
-# The same shape as above with the per-step elementwise derivative taken by `jax.vjp` of the
-# variant's own step, so a new variant brings no backward code. The vjp is taken with respect
-# to (x_proj_t, h_proj_t, c_{t-1}, extras): d h_proj_t is dz_t, feeding dW_h (one matmul after the
-# loop) and dh_{t-1} = dz_t W_hᵀ; extras' gradients (H-vectors) are summed in the carry. A variant
-# that feeds gates back (fgr) differentiates them the same way: they are part of r_{t-1}, so
-# d r_{t-1} = dz_t W_rᵀ hands their share to the previous step's vjp beside dh_{t-1}.
-
-# `lstm` keeps the hand-written backward above: it reuses the saved gates where the derived one
-# recomputes the step's nonlinearities, and it measured ~8% faster on the bigger shape, in
-# every one of 8 interleaved rounds (median 0.514 vs 0.554 s/step, 2 shared AMD EPYC cores,
-# `scripts/research/backward_ab.py --rounds=8 --steps=6`). tests/test_variants.py binds the two.
-HAND_WRITTEN_LSTM_BACKWARD = True
-
-
-def derived_recurrence(W_h, extras, x_proj, state: LSTMState, unroll: int = 1,
-                       matmul_dtype: str | None = None, gate_activation: str = "sigmoid",
-                       cell: str = "lstm", zone=None):
-    """Variant `cell` scanned: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]; zone:
-    zoneout's (keep_h, keep_c), masks [T, B, H] or constants (no gradient flows to them).
-    W_h and R (fed-back gates) reach the scan as one W_r; autodiff splits its gradient."""
-    variant = get_variant(cell)
-    W_r, step_extras = recurrent_weights(variant, W_h, extras)
-    return _derived_scan(W_r, step_extras, x_proj, with_feedback(variant, state), unroll, matmul_dtype,
-                         gate_activation, cell, zone)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _derived_scan(W_r, extras, x_proj, state: LSTMState, unroll, matmul_dtype, gate_activation, cell, zone):
-    final_state, (hs, *_) = _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype,
-                                     gate_activation, zone=zone)
-    return final_state, hs
-
-
-def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
-    final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll,
-                                                      matmul_dtype, gate_activation, keep_h_proj=True, zone=zone)
-    return (final_state, hs), (W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone)
-
-
-def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
-    W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone = residuals
-    d_final, d_hs = cotangents
-    before = lambda first, stacked: jnp.concatenate([first[None], stacked[:-1]])  # x_{t-1} for every t
-    h_prev, c_prev = before(state.h, hs), before(state.c, cs)
-    r_prev = h_prev if fed is None else jnp.concatenate([h_prev, before(state.gates, fed)], axis=-1)
-    W_r_T = W_r.T.astype(matmul_dtype) if matmul_dtype else W_r.T
-    sigma, _ = gate_activation_and_derivative(gate_activation)
-    variant = get_variant(cell)
-    hidden = state.h.shape[-1]
-
-    def new_state(xp, hp, c_before, h_before, extras, zone_t):
-        h, c, gates = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
-        return zoneout(LSTMState(h, c, fed_back(variant, gates)), LSTMState(h_before, c_before), zone_t)
-
-    def body(carry, step):
-        d_next, d_extras = carry
-        dh_out, xp, hp, c_before, h_before, zone_t = step
-        zone_t = zone if zone_t is None else zone_t
-        _, vjp = jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, c_before, h_before, extras)
-        d_xp, dz, dc_before, dh_before, d_step_extras = vjp(d_next._replace(h=dh_out + d_next.h))
-        d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
-        # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
-        emitted = (dz, d_xp) if variant.normalises_inputs else dz
-        d_r_prev = matmul(dz, W_r_T, matmul_dtype)  # [dh_{t-1}, d fed-back gates_{t-1}]
-        dh_prev = d_r_prev[..., :hidden] if fed is not None else d_r_prev
-        if zone is not None:  # zoneout also hands h_{t-1} to h_t directly, elementwise
-            dh_prev = dh_prev + dh_before
-        d_fed_prev = d_r_prev[..., hidden:] if fed is not None else None
-        return (LSTMState(dh_prev, dc_before, d_fed_prev), d_extras), emitted
-
-    zero_extras = jax.tree.map(jnp.zeros_like, extras)
-    # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
-    steps = (d_hs, x_proj, h_projs, c_prev, h_prev if zone is not None else None, _per_step(zone))
-    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), steps, reverse=True,
-                                                  unroll=unroll)
-    dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
-    d_W_r = recurrent_weight_gradient(r_prev, dzs, matmul_dtype=matmul_dtype)
-    d_zone = jax.tree.map(jnp.zeros_like, zone)  # masks and rates are not trained
-    return d_W_r, d_extras, d_x_proj, d_initial, d_zone
-
-
-_derived_scan.defvjp(_derived_fwd, _derived_bwd)

@@ -48,7 +48,7 @@ Left out, and why:
       update elementwise as well as through W_h: it would need a second layout, a second
       carry and its own gate vocabulary in traces and analyses, i.e. a second cell.
 
-Adding a variant is one entry; its backward comes from `jax.vjp` of the step (cell.py), and
+Adding a variant is one entry; its backward comes from `jax.vjp` of the step (lstm/scans.py), and
 tests/test_variants.py's float64 checks take it once its NumPy equations join numpy_reference.py.
 (`lstm` alone also keeps a hand-written backward, measured faster; a test binds the two.)
 

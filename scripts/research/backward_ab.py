@@ -1,5 +1,5 @@
 """Interleaved A/B of the two backward passes `lstm` can run: the hand-written one
-(cell.py, `_recurrence_bwd`) and the one derived from the step by `jax.vjp`
+(lstm/scans.py, `_recurrence_bwd`) and the one derived from the step by `jax.vjp`
 (`derived_recurrence`), on the bigger shape: 2 layers × 256, batch 64, seq 100, `scaled`
 input, `last` objective, dropout 0.2, one value-and-grad per step.
 
@@ -7,7 +7,7 @@ input, `last` objective, dropout 0.2, one value-and-grad per step.
     python scripts/research/backward_ab.py --steps=20
 
 Both are compiled first (their gradients are printed as a max relative difference), then the
-rounds alternate their order so drift in machine load falls on both. cell.py's
+rounds alternate their order so drift in machine load falls on both. lstm/scans.py's
 HAND_WRITTEN_LSTM_BACKWARD records the outcome.
 """
 import os
@@ -32,8 +32,8 @@ def compiled_step(hand_written: bool, graphdef, tokens, targets, params):
     import optax
     from flax import nnx
 
-    import lstm.cell
-    lstm.cell.HAND_WRITTEN_LSTM_BACKWARD = hand_written
+    import lstm.scans
+    lstm.scans.HAND_WRITTEN_LSTM_BACKWARD = hand_written
 
     def loss(p, key):
         logits, _ = nnx.merge(graphdef, p)(tokens, train=True, dropout_key=key, last_only=True)
@@ -51,17 +51,17 @@ def main(argv):
     from flax import nnx
 
     import lstm
-    import lstm.cell
+    import lstm.scans
     model = lstm.CharLSTM(VOCAB, hidden_sizes=HIDDEN, encoding="scaled", dropout=0.2, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, VOCAB, (BATCH, SEQ)).astype(np.int32)
     targets = rng.integers(0, VOCAB, (BATCH,)).astype(np.int32)
-    saved = lstm.cell.HAND_WRITTEN_LSTM_BACKWARD
+    saved = lstm.scans.HAND_WRITTEN_LSTM_BACKWARD
     steps, grads = {}, {}
     for name, hand in (("derived", False), ("hand-written", True)):
         steps[name], (_, grads[name]) = compiled_step(hand, graphdef, tokens, targets, params)
-    lstm.cell.HAND_WRITTEN_LSTM_BACKWARD = saved
+    lstm.scans.HAND_WRITTEN_LSTM_BACKWARD = saved
     diff = max(float(np.abs(a - b).max() / np.abs(b).max())
                for a, b in zip(jax.tree.leaves(grads["derived"]), jax.tree.leaves(grads["hand-written"])))
     print(f"max relative gradient difference: {diff:.2e}")

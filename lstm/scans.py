@@ -1,0 +1,229 @@
+"""The cell scanned over time, and its backward passes: `recurrence` (the default `lstm` cell,
+backward written out) and `derived_recurrence` (every variant, backward derived from its step
+by `jax.vjp`). Both take the recurrent weight's gradient out of the sequential loop as one
+large matmul (docs/design.md, "Performance principles"); `scan_cell` picks between them and
+`traced_scan` runs the same forward scan with every gate kept, for `lstm.trace`."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from lstm.step import (
+    Gates,
+    LSTMState,
+    fed_back,
+    gate_activation_and_derivative,
+    matmul,
+    recurrent_input,
+    recurrent_weights,
+    with_feedback,
+    zone_inputs,
+    zoneout,
+)
+from lstm.variants import GATE_ORDER, get_variant, per_group
+
+
+def scan_cell(cell, W_h, extras, x_proj, state: LSTMState, unroll=1, matmul_dtype=None,
+              gate_activation="sigmoid", zone=None):
+    """(final_state, hs [T, B, H]) of variant `cell` over x_proj [T, B, 4H], through the fastest
+    backward it has: `lstm` without zoneout keeps its hand-written one."""
+    if cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD and zone is None:
+        return recurrence(W_h, x_proj, state, unroll, matmul_dtype, gate_activation)
+    return derived_recurrence(W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone)
+
+
+def traced_scan(cell, W_h, extras, x_proj, state: LSTMState, unroll=1, matmul_dtype=None,
+                gate_activation="sigmoid", zone=None):
+    """(final_state, (hs, cs, Gates)), each [T, B, H]: the training path's forward scan with
+    every step's gates kept, so traced gates are exactly the ones training used."""
+    variant = get_variant(cell)
+    final, (hs, cs, gates, *_) = _forward(cell, *recurrent_weights(variant, W_h, extras), x_proj,
+                                          with_feedback(variant, state), unroll, matmul_dtype,
+                                          gate_activation, zone=zone)
+    return final, (hs, cs, gates)
+
+
+# -- the backward pass, written out ------------------------------------------------------------
+#
+# Autodiff of the scan would do three small matmuls per step (h W_h forward; dz W_hᵀ and the
+# per-step accumulation hᵀ dz backward). The gradient of W_h, Σ_t h_{t-1}ᵀ dz_t, does not
+# need to be inside the sequential loop: the loop below emits dz_t for every step and W_h's
+# gradient is then one large [H, T·B] × [T·B, 4H] matmul, which runs near the machine's matmul
+# rate. The per-step work left in the loop is one small matmul each way.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str | None = None,
+               gate_activation: str = "sigmoid"):
+    """The scanned cell: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
+    final_state, (hs, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
+                                     gate_activation)
+    return final_state, hs
+
+
+def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
+             keep_h_proj=False, zone=None):
+    """(final_state, (hs, cs, Gates, h_projs, fed)), arrays [T, B, H] (h_projs [T, B, 4H], or
+    None unless keep_h_proj; fed: the fed-back gates, or None): the one scan the training path
+    and gate tracing run. W_r and extras as `recurrent_weights` returns them; state with its
+    fed-back gates (`with_feedback`); zone: zoneout's (keep_h, keep_c), masks [T, B, H] or
+    constants."""
+    W_r = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
+    sigma, _ = gate_activation_and_derivative(gate_activation)
+    variant = get_variant(cell)
+    p = per_group(variant, extras, state.h.shape[-1])
+
+    def body(carry, inputs):
+        xp, zone_t = inputs
+        # Closing over W_r as a plain array (not the module) keeps the scan body pure.
+        h_proj = matmul(recurrent_input(carry), W_r, matmul_dtype)
+        h, c, gates = variant.step(p, xp, h_proj, carry.c, sigma)
+        new = zoneout(LSTMState(h, c, fed_back(variant, gates)), carry, zone if zone_t is None else zone_t)
+        return new, (new.h, new.c, Gates(**gates), h_proj if keep_h_proj else None, new.gates)
+
+    return jax.lax.scan(body, state, (x_proj, zone_inputs(zone)), unroll=unroll)
+
+
+def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
+    final_state, (hs, cs, gates, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
+                                                gate_activation)
+    return (final_state, hs), (W_h, state, hs, cs, gates)
+
+
+def _recurrence_bwd(unroll, matmul_dtype, gate_activation, residuals, cotangents):
+    W_h, state, hs, cs, gates = residuals
+    (d_final, d_hs) = cotangents
+    h_prev = jnp.concatenate([state.h[None], hs[:-1]])  # h_{t-1} for every t
+    c_prev = jnp.concatenate([state.c[None], cs[:-1]])
+    W_h_T = W_h.T.astype(matmul_dtype) if matmul_dtype else W_h.T
+    _, d_sigma = gate_activation_and_derivative(gate_activation)
+
+    def body(carry, step):
+        dh_next, dc_next = carry
+        dh_out, c, c_before, i, f, g, o = step
+        dh = dh_out + dh_next  # h_t feeds the output and the next step
+        tanh_c = jnp.tanh(c)
+        dc = dc_next + dh * o * (1 - tanh_c ** 2)  # h = o ⊙ tanh(c)
+        dz = {  # through each gate's nonlinearity: σ' = σ(1-σ) (or 0.2 / 0), tanh' = 1-tanh²
+            "i": dc * g * d_sigma(i),  # c = f ⊙ c_prev + i ⊙ g
+            "f": dc * c_before * d_sigma(f),
+            "g": dc * i * (1 - g ** 2),
+            "o": dh * tanh_c * d_sigma(o),
+        }
+        dz = jnp.concatenate([dz[name] for name in GATE_ORDER], axis=-1)
+        return (matmul(dz, W_h_T, matmul_dtype), dc * f), dz
+
+    steps = (d_hs, cs, c_prev, gates.i, gates.f, gates.g, gates.o)
+    (dh0, dc0), dzs = jax.lax.scan(body, (d_final.h, d_final.c), steps, reverse=True, unroll=unroll)
+    d_W_h = recurrent_weight_gradient(h_prev, dzs, matmul_dtype=matmul_dtype)
+    return d_W_h, dzs, LSTMState(h=dh0, c=dc0)
+
+
+def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dtype=None):
+    """dW_h = Σ_t Σ_b h_{t-1}ᵀ dz_t, one matmul after the loop, for h_prev [T, B, H], dzs [T, B, 4H].
+
+    On one device, (T, B) merge into one axis: free in memory, and XLA's dot then transposes
+    only the narrow h (measured 0.404 → 0.369 s/step on the bigger shape, docs/performance.md).
+    With several devices the batch axis is sharded, and merging it with time would make XLA
+    all-gather every device's activations; an einsum over both axes lets each device contract
+    its own rows, and the gradient all-reduce does the rest."""
+    if merge_time_and_batch is None:
+        merge_time_and_batch = jax.device_count() == 1
+    if merge_time_and_batch:
+        return matmul(h_prev.reshape(-1, h_prev.shape[-1]).T, dzs.reshape(-1, dzs.shape[-1]),
+                      matmul_dtype)
+    if matmul_dtype is None:
+        return jnp.einsum("tbh,tbg->hg", h_prev, dzs)
+    return jnp.einsum("tbh,tbg->hg", h_prev.astype(matmul_dtype), dzs.astype(matmul_dtype),
+                      preferred_element_type=jnp.float32)
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+# -- the backward pass, derived from the step --------------------------------------------------
+#
+# The same shape as above with the per-step elementwise derivative taken by `jax.vjp` of the
+# variant's own step, so a new variant brings no backward code. The vjp is taken with respect
+# to (x_proj_t, h_proj_t, c_{t-1}, extras): d h_proj_t is dz_t, feeding dW_h (one matmul after the
+# loop) and dh_{t-1} = dz_t W_hᵀ; extras' gradients (H-vectors) are summed in the carry. A variant
+# that feeds gates back (fgr) differentiates them the same way: they are part of r_{t-1}, so
+# d r_{t-1} = dz_t W_rᵀ hands their share to the previous step's vjp beside dh_{t-1}.
+
+# `lstm` keeps the hand-written backward above: it reuses the saved gates where the derived one
+# recomputes the step's nonlinearities, and it measured ~8% faster on the bigger shape, in
+# every one of 8 interleaved rounds (median 0.514 vs 0.554 s/step, 2 shared AMD EPYC cores,
+# `scripts/research/backward_ab.py --rounds=8 --steps=6`). tests/test_variants.py binds the two.
+HAND_WRITTEN_LSTM_BACKWARD = True
+
+
+def derived_recurrence(W_h, extras, x_proj, state: LSTMState, unroll: int = 1,
+                       matmul_dtype: str | None = None, gate_activation: str = "sigmoid",
+                       cell: str = "lstm", zone=None):
+    """Variant `cell` scanned: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]; zone:
+    zoneout's (keep_h, keep_c), masks [T, B, H] or constants (no gradient flows to them).
+    W_h and R (fed-back gates) reach the scan as one W_r; autodiff splits its gradient."""
+    variant = get_variant(cell)
+    W_r, step_extras = recurrent_weights(variant, W_h, extras)
+    return _derived_scan(W_r, step_extras, x_proj, with_feedback(variant, state), unroll, matmul_dtype,
+                         gate_activation, cell, zone)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _derived_scan(W_r, extras, x_proj, state: LSTMState, unroll, matmul_dtype, gate_activation, cell, zone):
+    final_state, (hs, *_) = _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype,
+                                     gate_activation, zone=zone)
+    return final_state, hs
+
+
+def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
+    final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll,
+                                                      matmul_dtype, gate_activation, keep_h_proj=True, zone=zone)
+    return (final_state, hs), (W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone)
+
+
+def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
+    W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone = residuals
+    d_final, d_hs = cotangents
+    before = lambda first, stacked: jnp.concatenate([first[None], stacked[:-1]])  # x_{t-1} for every t
+    h_prev, c_prev = before(state.h, hs), before(state.c, cs)
+    r_prev = h_prev if fed is None else jnp.concatenate([h_prev, before(state.gates, fed)], axis=-1)
+    W_r_T = W_r.T.astype(matmul_dtype) if matmul_dtype else W_r.T
+    sigma, _ = gate_activation_and_derivative(gate_activation)
+    variant = get_variant(cell)
+    hidden = state.h.shape[-1]
+
+    def new_state(xp, hp, c_before, h_before, extras, zone_t):
+        h, c, gates = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
+        return zoneout(LSTMState(h, c, fed_back(variant, gates)), LSTMState(h_before, c_before), zone_t)
+
+    def body(carry, step):
+        d_next, d_extras = carry
+        dh_out, xp, hp, c_before, h_before, zone_t = step
+        zone_t = zone if zone_t is None else zone_t
+        _, vjp = jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, c_before, h_before, extras)
+        d_xp, dz, dc_before, dh_before, d_step_extras = vjp(d_next._replace(h=dh_out + d_next.h))
+        d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
+        # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
+        emitted = (dz, d_xp) if variant.normalises_inputs else dz
+        d_r_prev = matmul(dz, W_r_T, matmul_dtype)  # [dh_{t-1}, d fed-back gates_{t-1}]
+        dh_prev = d_r_prev[..., :hidden] if fed is not None else d_r_prev
+        if zone is not None:  # zoneout also hands h_{t-1} to h_t directly, elementwise
+            dh_prev = dh_prev + dh_before
+        d_fed_prev = d_r_prev[..., hidden:] if fed is not None else None
+        return (LSTMState(dh_prev, dc_before, d_fed_prev), d_extras), emitted
+
+    zero_extras = jax.tree.map(jnp.zeros_like, extras)
+    # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
+    steps = (d_hs, x_proj, h_projs, c_prev, h_prev if zone is not None else None, zone_inputs(zone))
+    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), steps, reverse=True,
+                                                  unroll=unroll)
+    dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
+    d_W_r = recurrent_weight_gradient(r_prev, dzs, matmul_dtype=matmul_dtype)
+    d_zone = jax.tree.map(jnp.zeros_like, zone)  # masks and rates are not trained
+    return d_W_r, d_extras, d_x_proj, d_initial, d_zone
+
+
+_derived_scan.defvjp(_derived_fwd, _derived_bwd)
