@@ -44,11 +44,11 @@ BENCH_ARGS="--shapes=bigger --peers=jax-cudnn --unrolls=1,10 --rounds=3 --repeat
 BIGGER_CONFIG=configs/bigger.py; SHAKESPEARE_CONFIG=configs/shakespeare_gpu.py
 EXTRA=()
 if [ -n "${SMOKE:-}" ]; then  # tiny shapes in a scratch folder: runs/ here stays untouched
-  DEADLINE_S=${SMOKE_DEADLINE_S:-240}; PROBE_STEPS=150; SHAKESPEARE_S=10; RUNS="$OUT/smoke_runs"
+  DEADLINE_S=${SMOKE_DEADLINE_S:-240}; PROBE_STEPS=100; SHAKESPEARE_S=4; RUNS="$OUT/smoke_runs"
   BENCH_ARGS="--shapes=small --peers= --unrolls=1,2 --batch=4 --seq_len=8 --rounds=1 --repeats=1"
   BIGGER_CONFIG=configs/tiny.py
   EXTRA=(--config.model.hidden_sizes="(16,16)" --config.train.batch_size=8 --config.data.seq_len=16
-         --config.data.stride=16)
+         --config.data.stride=16 --config.train.max_steps=40)  # the probe and the race set their own
 fi
 LOG="$OUT/device_check.log"
 export PYTHONUNBUFFERED=1
