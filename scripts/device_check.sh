@@ -62,11 +62,12 @@ install() {  # install WHEELS...: into $SITE, which comes first on the path
     >>"$LOG" 2>&1 || { echo "device_check: installing $* failed" | tee -a "$LOG" >&2; return 1; }
   export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 }
-if ls .whl/*.whl >/dev/null 2>&1; then install .whl/*.whl || exit 1; fi
+WHEELS=${WHEELS:-.whl}  # the carried wheels; the pinned fallback in $WHEELS/pinned
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then install "$WHEELS"/*.whl || exit 1; fi
 PINNED=""
 pin() {  # the pinned flax, optax and orbax, once
-  [ -z "$PINNED" ] && ls .whl/pinned/*.whl >/dev/null 2>&1 || return 1
-  PINNED=1; echo "device_check: installing the pinned wheels" | tee -a "$LOG"; install .whl/pinned/*.whl
+  [ -z "$PINNED" ] && ls "$WHEELS"/pinned/*.whl >/dev/null 2>&1 || return 1
+  PINNED=1; echo "device_check: installing the pinned wheels" | tee -a "$LOG"; install "$WHEELS"/pinned/*.whl
 }
 
 stage() {  # stage NAME SECONDS COMMAND...: runs one stage under a hard limit, logging both ends

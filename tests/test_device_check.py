@@ -15,7 +15,8 @@ SCRIPT = ROOT / "scripts" / "device_check.sh"
 
 
 def _run(env_extra, **kwargs):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PY": sys.executable, **env_extra}
+    # WHEELS: a checkout may hold the wheels carried to the GPU (.whl); this CPU must not install them.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PY": sys.executable, "WHEELS": "no-wheels", **env_extra}
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True,
                           timeout=600, **kwargs)
 
