@@ -1,8 +1,9 @@
 """The cell scanned over time, and its backward passes: `recurrence` (the default `lstm` cell,
 backward written out) and `derived_recurrence` (every variant, backward derived from its step
-by `jax.vjp`). Both take the recurrent weight's gradient out of the sequential loop as one
-large matmul (docs/design.md, "Performance principles"); `scan_cell` picks between them and
-`traced_scan` runs the same forward scan with every gate kept, for `lstm.trace`."""
+by `jax.vjp`: the forward keeps each step's vjp, or the reverse loop recomputes it). Both take
+the recurrent weight's gradient out of the sequential loop as one large matmul (docs/design.md,
+"Performance principles"); `scan_cell` picks between them and `traced_scan` runs the same
+forward scan with every gate kept, for `lstm.trace`."""
 from __future__ import annotations
 
 import functools
@@ -152,10 +153,11 @@ recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # that feeds gates back (fgr) differentiates them the same way: they are part of r_{t-1}, so
 # d r_{t-1} = dz_t W_rᵀ hands their share to the previous step's vjp beside dh_{t-1}.
 
-# `lstm` keeps the hand-written backward above: it reuses the saved gates where the derived one
-# recomputes the step's nonlinearities, and it measured ~8% faster on the bigger shape, in
-# every one of 8 interleaved rounds (median 0.514 vs 0.554 s/step, 2 shared AMD EPYC cores,
-# `scripts/research/backward_ab.py --rounds=8 --steps=6`). tests/test_variants.py binds the two.
+# `lstm` keeps the hand-written backward above: it measured ~8% faster on the bigger shape than
+# the derived one, first when the derived one recomputed each step (median 0.514 vs 0.554 s/step
+# in 8 interleaved rounds) and again once it kept each step's vjp (0.477 vs 0.519, 6 of 8 rounds;
+# 2-core AMD EPYC, `scripts/research/backward_ab.py --rounds=8 --steps=6`, 2026-12-04): its loop
+# reads 7 saved [B, H] arrays where the vjp keeps 11. tests/test_variants.py binds the two.
 HAND_WRITTEN_LSTM_BACKWARD = True
 
 
@@ -178,32 +180,105 @@ def _derived_scan(W_r, extras, x_proj, state: LSTMState, unroll, matmul_dtype, g
     return final_state, hs
 
 
-def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
-    final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll,
-                                                      matmul_dtype, gate_activation, keep_h_proj=True, zone=zone)
-    return (final_state, hs), (W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone)
-
-
-def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
-    W_r, extras, x_proj, state, hs, cs, h_projs, fed, zone = residuals
-    d_final, d_hs = cotangents
-    before = lambda first, stacked: jnp.concatenate([first[None], stacked[:-1]])  # x_{t-1} for every t
-    h_prev, c_prev = before(state.h, hs), before(state.c, cs)
-    r_prev = h_prev if fed is None else jnp.concatenate([h_prev, before(state.gates, fed)], axis=-1)
-    W_r_T = W_r.T.astype(matmul_dtype) if matmul_dtype else W_r.T
+def _state_map(cell, gate_activation, hidden):
+    """The step as the backward differentiates it: (x_proj_t, h_proj_t, c_{t-1}, h_{t-1}, extras,
+    zone_t) → the new state (h_{t-1} enters elementwise only through zoneout)."""
     sigma, _ = gate_activation_and_derivative(gate_activation)
     variant = get_variant(cell)
-    hidden = state.h.shape[-1]
 
     def new_state(xp, hp, c_before, h_before, extras, zone_t):
         h, c, gates = variant.step(per_group(variant, extras, hidden), xp, hp, c_before, sigma)
         return zoneout(LSTMState(h, c, fed_back(variant, gates)), LSTMState(h_before, c_before), zone_t)
 
-    def body(carry, step):
+    return new_state
+
+
+def _step_vjp(new_state, xp, hp, carry, extras, zone_t):
+    """(new state, its vjp) with respect to (x_proj_t, h_proj_t, c_{t-1}, h_{t-1}, extras)."""
+    return jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, carry.c, carry.h, extras)
+
+
+# How much a step's saved vjp may hold, against what recomputing the step reads (x_proj_t and
+# h_proj_t, 4H each, and c_{t-1}): saving skips every nonlinearity in the reverse loop, but past
+# this the stacking costs more than the recomputation. Measured on the bigger shape (2-core AMD
+# EPYC, 2026-12-04): `np`'s vjp holds 11 [B, H] arrays (1.2x what recomputing reads) and saving
+# took 3-5% off the steps of `np` and `peephole` (docs/performance.md); `layernorm`'s holds 38
+# (4.2x) and saving made its step slower, 1.28x → 1.53x of `lstm`'s. Every other variant holds 10-12.
+SAVED_VJP_LIMIT = 2.0
+
+
+def _abstract_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone):
+    """(tree, leaves as shapes) of one step's vjp, from an abstract trace: no work is done."""
+    per_step = lambda a: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), a)
+    zone_t = zone if zone_inputs(zone) is None else per_step(zone)
+    h_proj = jax.ShapeDtypeStruct(x_proj.shape[1:-1] + (h_proj_width,), x_proj.dtype)
+    tree = []
+
+    def leaves(*args):
+        flat, structure = jax.tree.flatten(_step_vjp(new_state, *args)[1])
+        tree.append(structure)
+        return flat
+
+    return tree, jax.eval_shape(leaves, per_step(x_proj), h_proj, state, extras, zone_t)
+
+
+def _saves_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone) -> bool:
+    """Whether the forward scan keeps each step's vjp residuals (SAVED_VJP_LIMIT)."""
+    _, leaves = _abstract_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone)
+    recomputed = x_proj[0].size + x_proj[0].size // x_proj.shape[-1] * h_proj_width + state.c.size
+    return sum(leaf.size for leaf in leaves) <= SAVED_VJP_LIMIT * recomputed
+
+
+def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
+    new_state = _state_map(cell, gate_activation, state.h.shape[-1])
+    if not _saves_step_vjp(new_state, x_proj, W_r.shape[-1], state, extras, zone):
+        final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype,
+                                                          gate_activation, keep_h_proj=True, zone=zone)
+        return (final_state, hs), (W_r, extras, x_proj, state, hs, fed, (cs, h_projs), zone)
+    # The forward scan linearises each step as it goes and keeps the vjp's residuals (the gates,
+    # tanh c_t, ... whatever the step's derivative needs), so the reverse loop only applies them
+    # and recomputes no nonlinearity: what the hand-written backward does by reading the saved
+    # gates, here for every variant whose residuals are small enough.
+    W_rc = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
+
+    def body(carry, inputs):
+        xp, zone_t = inputs
+        h_proj = matmul(recurrent_input(carry), W_rc, matmul_dtype)
+        new, vjp = _step_vjp(new_state, xp, h_proj, carry, extras, zone if zone_t is None else zone_t)
+        return new, (new.h, new.gates, jax.tree.leaves(vjp))
+
+    final_state, (hs, fed, step_vjps) = jax.lax.scan(body, state, (x_proj, zone_inputs(zone)), unroll=unroll)
+    return (final_state, hs), (W_r, extras, x_proj, state, hs, fed, step_vjps, zone)
+
+
+def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
+    W_r, extras, x_proj, state, hs, fed, saved, zone = residuals
+    d_final, d_hs = cotangents
+    before = lambda first, stacked: jnp.concatenate([first[None], stacked[:-1]])  # x_{t-1} for every t
+    h_prev = before(state.h, hs)
+    r_prev = h_prev if fed is None else jnp.concatenate([h_prev, before(state.gates, fed)], axis=-1)
+    W_r_T = W_r.T.astype(matmul_dtype) if matmul_dtype else W_r.T
+    variant = get_variant(cell)
+    hidden = state.h.shape[-1]
+    new_state = _state_map(cell, gate_activation, hidden)
+    recomputes = not _saves_step_vjp(new_state, x_proj, W_r.shape[-1], state, extras, zone)  # as the forward chose
+    if recomputes:
+        cs, h_projs = saved
+        # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
+        per_step = (x_proj, h_projs, before(state.c, cs), h_prev if zone is not None else None, zone_inputs(zone))
+    else:
+        (structure,), _ = _abstract_step_vjp(new_state, x_proj, W_r.shape[-1], state, extras, zone)
+        per_step = saved
+
+    def body(carry, inputs):
         d_next, d_extras = carry
-        dh_out, xp, hp, c_before, h_before, zone_t = step
-        zone_t = zone if zone_t is None else zone_t
-        _, vjp = jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, c_before, h_before, extras)
+        dh_out, step = inputs
+        if recomputes:
+            xp, hp, c_before, h_before, zone_t = step
+            zone_t = zone if zone_t is None else zone_t
+            _, vjp = _step_vjp(new_state, xp, hp, LSTMState(h_before, c_before), extras, zone_t)
+        else:
+            vjp = jax.tree.unflatten(structure, step)
         d_xp, dz, dc_before, dh_before, d_step_extras = vjp(d_next._replace(h=dh_out + d_next.h))
         d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
         # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
@@ -216,10 +291,8 @@ def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotange
         return (LSTMState(dh_prev, dc_before, d_fed_prev), d_extras), emitted
 
     zero_extras = jax.tree.map(jnp.zeros_like, extras)
-    # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
-    steps = (d_hs, x_proj, h_projs, c_prev, h_prev if zone is not None else None, zone_inputs(zone))
-    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), steps, reverse=True,
-                                                  unroll=unroll)
+    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), (d_hs, per_step),
+                                                  reverse=True, unroll=unroll)
     dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
     d_W_r = recurrent_weight_gradient(r_prev, dzs, matmul_dtype=matmul_dtype)
     d_zone = jax.tree.map(jnp.zeros_like, zone)  # masks and rates are not trained

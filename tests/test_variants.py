@@ -204,6 +204,50 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
                                            err_msg=f"{name} {index}")
 
 
+@pytest.mark.parametrize("cell", ["peephole", "fgr", "layernorm"])
+def test_both_derived_backwards_equal_autodiff_with_zoneout(cell, monkeypatch):
+    """The derived backward either keeps each step's vjp from the forward scan (small residuals:
+    every variant but layernorm) or recomputes the step in the reverse loop (lstm/scans.py,
+    SAVED_VJP_LIMIT). Forced each way, with zoneout's per-step masks, both give autodiff's
+    gradients of a plain scan of the same step, in float64."""
+    from lstm import scans
+    with float64():
+        layer = random_cell(cell, dtype=jnp.float64)
+        xs, h0, c0 = random_inputs(dtype=np.float64)
+        fed0 = initial_gates(cell, dtype=np.float64)
+        rng = np.random.default_rng(7)
+        zone = tuple(jnp.asarray(rng.random((T, B, H)) < rate, jnp.float64) for rate in (0.3, 0.5))
+        weights = jnp.asarray(rng.normal(size=(T, B, H)))
+        graphdef, params = nnx.split(layer)
+        args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0), None if fed0 is None else jnp.asarray(fed0))
+
+        def loss(forward):
+            def scalar(args):
+                params, xs, h0, c0, fed0 = args
+                layer = nnx.merge(graphdef, params)
+                x_proj = layer.project_inputs(jnp.swapaxes(xs, 0, 1))
+                final, hs = forward(layer.W_h[...], layer._extras(), x_proj, LSTMState(h0, c0, fed0))
+                return jnp.sum(hs * weights) + jnp.sum(jnp.sin(final.c))
+            return scalar
+
+        def plain(W_h, extras, x_proj, state):
+            def body(carry, inputs):
+                xp, keep_h, keep_c = inputs
+                new, _ = cell_step(cell, W_h, extras, carry, xp, zone=(keep_h, keep_c))
+                return new, new.h
+            return jax.lax.scan(body, state, (x_proj, *zone))
+
+        want = jax.grad(loss(plain))(args)
+        derived = lambda W_h, extras, x_proj, state: derived_recurrence(
+            W_h, extras, x_proj, state, 1, None, "sigmoid", cell, zone)
+        for limit in (0.0, float("inf")):  # always recompute, always keep
+            monkeypatch.setattr(scans, "SAVED_VJP_LIMIT", limit)
+            got = jax.grad(loss(derived))(args)  # traced afresh: the limit is read at trace time
+            for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+                np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12,
+                                           err_msg=f"{cell} limit {limit} {jax.tree_util.keystr(path)}")
+
+
 def test_a_new_variant_needs_no_backward_code(monkeypatch):
     """The module docstring's example, registered as written: its gradients (the new leak
     parameter's included) come out of the derived backward equal to autodiff."""
