@@ -21,6 +21,9 @@
 #   python3 -m pip download --no-deps -d .whl ml-collections==1.1.0   # not installed there
 #   python3 -m pip download --no-deps -d .whl/pinned flax==0.12.8 optax==0.2.8 orbax-checkpoint==0.12.8
 #   device run: command "bash scripts/device_check.sh", carry [".whl", "data"], timeout_s 600
+#   then at once, on the still-warm machine: command "MODE=resume DEADLINE_S=<what is left, less
+#   ~60 s> bash scripts/device_check.sh". UNROLL=10 skips the benchmark (~20 s) when its numbers
+#   are not wanted: 15 minutes hold the race and the held-out run's 50 epochs only just.
 #
 # data/ is ignored by git and the machine is offline, so the corpora travel as a carry. That
 # machine's JAX (0.11.2 when last listed) is newer than requirements.txt pins and its flax,
@@ -107,8 +110,9 @@ stage devices 90 bash -c "nvidia-smi -L; $PY -c 'import jax, flax, optax, orbax.
 print(\"jax\", jax.__version__, \"flax\", flax.__version__, \"optax\", optax.__version__, \"orbax\", \
 o.__version__ if hasattr(o, \"__version__\") else \"?\"); print(jax.devices())'" || FAILED+=(devices)
 
-UNROLL=$(cat "$RUNS/unroll" 2>/dev/null || echo 1)
-if [ "$MODE" = full ]; then
+FIXED_UNROLL=${UNROLL:-}  # set: no benchmark, this unroll (10 was the H200's faster on 2026-12-04)
+UNROLL=${FIXED_UNROLL:-$(cat "$RUNS/unroll" 2>/dev/null || echo 1)}
+if [ "$MODE" = full ] && [ -z "$FIXED_UNROLL" ]; then
   bench() { stage "$1" "$BENCH_S" bash -c "$PY scripts/benchmark.py train $BENCH_ARGS $2 --json > '$OUT/bench.json'"; }
   # A failure is the cuDNN peer's or ours; ours alone tells, and ours failing means the image's
   # flax, optax or orbax: the pinned ones are the fallback.
@@ -122,6 +126,8 @@ rows = [r for r in json.load(open(sys.argv[1]))["rows"] if r["peer"] == "ours" a
 print(int(min(rows, key=lambda r: r["s_per_step"])["note"].rsplit("unroll ", 1)[1]) if rows else 1)
 EOF
 )
+fi
+if [ "$MODE" = full ]; then
   echo "$UNROLL" >"$RUNS/unroll"  # a resumed run must keep its model config, unroll included
   echo "device_check: scan unroll $UNROLL" | tee -a "$LOG"
 
@@ -138,7 +144,8 @@ train = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "tra
 a, b, budget = train[len(train) > 2], train[-1], float(sys.argv[2])  # train[0]'s time holds the compilation
 rate = (b["step"] - a["step"]) / (b["elapsed_s"] - a["elapsed_s"])
 setup = train[0]["elapsed_s"] - train[0]["step"] / rate  # compilation: the race's clock pays it too
-print(int(0.92 * rate * (budget - setup)))  # 8% for the evaluations, samples and saves
+# 8% for the evaluations and saves; at least half the budget, should setup be mismeasured (a loaded CPU).
+print(max(1, int(0.92 * rate * max(budget - setup, budget / 2))))
 EOF
 )
   echo "device_check: the race's cosine runs over $STEPS steps" | tee -a "$LOG"
