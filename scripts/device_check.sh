@@ -23,7 +23,12 @@
 #   device run: command "bash scripts/device_check.sh", carry [".whl", "data"], timeout_s 600
 #   then at once, on the still-warm machine: command "MODE=resume DEADLINE_S=<what is left, less
 #   ~60 s> bash scripts/device_check.sh". UNROLL=10 skips the benchmark (~20 s) when its numbers
-#   are not wanted: 15 minutes hold the race and the held-out run's 50 epochs only just.
+#   are not wanted, SHAKESPEARE_S=0 the race, BIGGER_RUNS= the bigger runs. What is left for a
+#   GPU (2026-12-04): the held-out run's 50 epochs (~101,500 steps at 238 a second: ~7.5 min
+#   with its evaluations) and the race (~5 min with its timing run and samples); with a
+#   machine's start (1-2 min) that is the whole 15 minutes, so: call 1 "UNROLL=10
+#   SHAKESPEARE_S=0 bash scripts/device_check.sh", then at once call 2 "UNROLL=10 BIGGER_RUNS=
+#   DEADLINE_S=<left, less ~60 s> bash scripts/device_check.sh".
 #
 # data/ is ignored by git and the machine is offline, so the corpora travel as a carry. That
 # machine's JAX (0.11.2 when last listed) is newer than requirements.txt pins and its flax,
@@ -37,7 +42,7 @@ START=$(date +%s)
 DEADLINE_S=${DEADLINE_S:-565}      # leaves the call's 600 s limit room for packing
 MODE=${MODE:-full}                 # full | resume (the bigger runs only)
 # bigger: faithful, done on 2026-12-04 (docs/runs/bigger_gpu); bigger_val: 10% held out, 24 of 50
-BIGGER_RUNS=${BIGGER_RUNS:-bigger_val}
+BIGGER_RUNS=${BIGGER_RUNS-bigger_val}  # empty: none
 BENCH_S=${BENCH_S:-110}
 PROBE_STEPS=${PROBE_STEPS:-400}    # the Shakespeare timing run's length, compilation not counted
 SHAKESPEARE_S=${SHAKESPEARE_S:-180}
@@ -47,7 +52,8 @@ BENCH_ARGS="--shapes=bigger --peers=jax-cudnn --unrolls=1,10 --rounds=3 --repeat
 BIGGER_CONFIG=configs/bigger.py; SHAKESPEARE_CONFIG=configs/shakespeare_gpu.py
 EXTRA=()
 if [ -n "${SMOKE:-}" ]; then  # tiny shapes in a scratch folder: runs/ here stays untouched
-  DEADLINE_S=${SMOKE_DEADLINE_S:-240}; PROBE_STEPS=100; SHAKESPEARE_S=4; RUNS="$OUT/smoke_runs"
+  DEADLINE_S=${SMOKE_DEADLINE_S:-240}; PROBE_STEPS=100; RUNS="$OUT/smoke_runs"
+  [ "$SHAKESPEARE_S" -gt 0 ] && SHAKESPEARE_S=4
   BENCH_ARGS="--shapes=small --peers= --unrolls=1,2 --batch=4 --seq_len=8 --rounds=1 --repeats=1"
   BIGGER_CONFIG=configs/tiny.py
   EXTRA=(--config.model.hidden_sizes="(16,16)" --config.train.batch_size=8 --config.data.seq_len=16
@@ -130,6 +136,8 @@ fi
 if [ "$MODE" = full ]; then
   echo "$UNROLL" >"$RUNS/unroll"  # a resumed run must keep its model config, unroll included
   echo "device_check: scan unroll $UNROLL" | tee -a "$LOG"
+fi
+if [ "$MODE" = full ] && [ "$SHAKESPEARE_S" -gt 0 ]; then
 
   # The race's cosine needs its length: time PROBE_STEPS steps of the same run first. A count,
   # not a budget: on 2026-12-04 a 20 s budget ended before the first compilation did.
