@@ -207,11 +207,14 @@ def _step_vjp(new_state, xp, hp, carry, extras, zone_t):
 SAVED_VJP_LIMIT = 2.0
 
 
-def _abstract_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone):
-    """(tree, leaves as shapes) of one step's vjp, from an abstract trace: no work is done."""
+def _kept_vjp_tree(new_state, x_proj, h_proj_width, state, extras, zone):
+    """The tree of one step's vjp (which saved leaf is which) if the forward scan keeps each
+    step's vjp, None if the reverse loop recomputes the step instead (SAVED_VJP_LIMIT). From
+    an abstract trace of one step: no work is done."""
     per_step = lambda a: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), a)
     zone_t = zone if zone_inputs(zone) is None else per_step(zone)
-    h_proj = jax.ShapeDtypeStruct(x_proj.shape[1:-1] + (h_proj_width,), x_proj.dtype)
+    xp = per_step(x_proj)
+    hp = jax.ShapeDtypeStruct(xp.shape[:-1] + (h_proj_width,), xp.dtype)
     tree = []
 
     def leaves(*args):
@@ -219,19 +222,13 @@ def _abstract_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone):
         tree.append(structure)
         return flat
 
-    return tree, jax.eval_shape(leaves, per_step(x_proj), h_proj, state, extras, zone_t)
-
-
-def _saves_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone) -> bool:
-    """Whether the forward scan keeps each step's vjp residuals (SAVED_VJP_LIMIT)."""
-    _, leaves = _abstract_step_vjp(new_state, x_proj, h_proj_width, state, extras, zone)
-    recomputed = x_proj[0].size + x_proj[0].size // x_proj.shape[-1] * h_proj_width + state.c.size
-    return sum(leaf.size for leaf in leaves) <= SAVED_VJP_LIMIT * recomputed
+    saved = sum(leaf.size for leaf in jax.eval_shape(leaves, xp, hp, state, extras, zone_t))
+    return tree[0] if saved <= SAVED_VJP_LIMIT * (xp.size + hp.size + state.c.size) else None
 
 
 def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
     new_state = _state_map(cell, gate_activation, state.h.shape[-1])
-    if not _saves_step_vjp(new_state, x_proj, W_r.shape[-1], state, extras, zone):
+    if _kept_vjp_tree(new_state, x_proj, W_r.shape[-1], state, extras, zone) is None:
         final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype,
                                                           gate_activation, keep_h_proj=True, zone=zone)
         return (final_state, hs), (W_r, extras, x_proj, state, hs, fed, (cs, h_projs), zone)
@@ -261,13 +258,13 @@ def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotange
     variant = get_variant(cell)
     hidden = state.h.shape[-1]
     new_state = _state_map(cell, gate_activation, hidden)
-    recomputes = not _saves_step_vjp(new_state, x_proj, W_r.shape[-1], state, extras, zone)  # as the forward chose
+    structure = _kept_vjp_tree(new_state, x_proj, W_r.shape[-1], state, extras, zone)  # as the forward chose
+    recomputes = structure is None
     if recomputes:
         cs, h_projs = saved
         # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
         per_step = (x_proj, h_projs, before(state.c, cs), h_prev if zone is not None else None, zone_inputs(zone))
     else:
-        (structure,), _ = _abstract_step_vjp(new_state, x_proj, W_r.shape[-1], state, extras, zone)
         per_step = saved
 
     def body(carry, inputs):
