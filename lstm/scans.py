@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from lstm.step import (
     Gates,
     LSTMState,
-    fed_back,
     gate_activation_and_derivative,
     matmul,
     recurrent_input,
@@ -23,7 +22,7 @@ from lstm.step import (
     zone_inputs,
     zoneout,
 )
-from lstm.variants import GATE_ORDER, get_variant, per_group
+from lstm.variants import GATE_ORDER, fed_back, get_variant, per_group
 
 
 def scan_cell(cell, W_h, extras, x_proj, state: LSTMState, unroll=1, matmul_dtype=None,
