@@ -1,6 +1,6 @@
 """The cell scanned over time, and its backward passes: `recurrence` (the default `lstm` cell,
 backward written out) and `derived_recurrence` (every variant, backward derived from its step
-by `jax.vjp`: the forward keeps each step's vjp, or the reverse loop recomputes it). Both take
+by `jax.vjp`: the forward scan keeps each step's vjp for the reverse loop). Both take
 the recurrent weight's gradient out of the sequential loop as one large matmul (docs/design.md,
 "Performance principles"); `scan_cell` picks between them and `traced_scan` runs the same
 forward scan with every gate kept, for `lstm.trace`."""
@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from lstm.step import (
     Gates,
@@ -63,10 +64,9 @@ def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str
     return final_state, hs
 
 
-def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid",
-             keep_h_proj=False, zone=None):
-    """(final_state, (hs, cs, Gates, h_projs, fed)), arrays [T, B, H] (h_projs [T, B, 4H], or
-    None unless keep_h_proj; fed: the fed-back gates, or None): the one scan the training path
+def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid", zone=None):
+    """(final_state, (hs, cs, Gates, fed)), arrays [T, B, H] (fed: the fed-back gates, or
+    None): the one scan the training path
     and gate tracing run. W_r and extras as `recurrent_weights` returns them; state with its
     fed-back gates (`with_feedback`); zone: zoneout's (keep_h, keep_c), masks [T, B, H] or
     constants."""
@@ -81,7 +81,7 @@ def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activa
         h_proj = matmul(recurrent_input(carry), W_r, matmul_dtype)
         h, c, gates = variant.step(p, xp, h_proj, carry.c, sigma)
         new = zoneout(LSTMState(h, c, fed_back(variant, gates)), carry, zone if zone_t is None else zone_t)
-        return new, (new.h, new.c, Gates(**gates), h_proj if keep_h_proj else None, new.gates)
+        return new, (new.h, new.c, Gates(**gates), new.gates)
 
     return jax.lax.scan(body, state, (x_proj, zone_inputs(zone)), unroll=unroll)
 
@@ -153,10 +153,11 @@ recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 # d r_{t-1} = dz_t W_rᵀ hands their share to the previous step's vjp beside dh_{t-1}.
 
 # `lstm` keeps the hand-written backward above: it measured ~8% faster on the bigger shape than
-# the derived one, first when the derived one recomputed each step (median 0.514 vs 0.554 s/step
-# in 8 interleaved rounds) and again once it kept each step's vjp (0.477 vs 0.519, 6 of 8 rounds;
-# 2-core AMD EPYC, `scripts/research/backward_ab.py --rounds=8 --steps=6`, 2026-12-04): its loop
-# reads 7 saved [B, H] arrays where the vjp keeps 11. tests/test_variants.py binds the two.
+# the derived one while the derived one kept 11 [B, H] arrays a step (0.477 vs 0.519 s/step, 6 of
+# 8 rounds; 2-core AMD EPYC, `scripts/research/backward_ab.py --rounds=8 --steps=6`, 2026-12-04).
+# Since the derived one keeps 6 (RECOMPUTED_IN_BACKWARD) the two are level (derived/hand-written
+# 1.063, 1.000, 0.934 at bigger, small, shakespeare; docs/performance.md).
+# tests/test_variants.py binds the two.
 HAND_WRITTEN_LSTM_BACKWARD = True
 
 
@@ -192,63 +193,48 @@ def _state_map(cell, gate_activation, hidden):
     return new_state
 
 
+# What the step's vjp redoes instead of saving: arithmetic as cheap as reading its result back.
+# Everything else a step computes (its nonlinearities, reductions, slices) the vjp saves when
+# its derivative needs it. Without this rule the vjp also keeps every product on the way (the
+# gates' derivatives, c's terms, layer norm's normalised values): `np` 11 [B, H] arrays a step
+# instead of 6, `layernorm` 38 instead of 14; writing those costs more than redoing them in the
+# reverse loop, whose work is fused with the gradient's own (docs/performance.md: 3-15% off each
+# derived variant's step at every shape).
+RECOMPUTED_IN_BACKWARD = frozenset({
+    lax.add_p, lax.sub_p, lax.mul_p, lax.neg_p, lax.square_p, lax.integer_pow_p,
+    lax.broadcast_in_dim_p, lax.convert_element_type_p, lax.reshape_p, lax.squeeze_p})
+
+
+def _saved_unless_cheap(primitive, *_, **__):
+    return primitive not in RECOMPUTED_IN_BACKWARD
+
+
 def _step_vjp(new_state, xp, hp, carry, extras, zone_t):
     """(new state, its vjp) with respect to (x_proj_t, h_proj_t, c_{t-1}, h_{t-1}, extras)."""
-    return jax.vjp(lambda *args: new_state(*args, zone_t), xp, hp, carry.c, carry.h, extras)
-
-
-# How much a step's saved vjp may hold, against what recomputing the step reads (x_proj_t and
-# h_proj_t, 4H each, and c_{t-1}): saving skips every nonlinearity in the reverse loop, but past
-# this the stacking costs more than the recomputation. Measured on the bigger shape (2-core AMD
-# EPYC, 2026-12-04): `np`'s vjp holds 11 [B, H] arrays (1.2x what recomputing reads) and saving
-# took 3-5% off the steps of `np` and `peephole` (docs/performance.md); `layernorm`'s holds 38
-# (4.2x) and saving made its step slower, 1.28x → 1.53x of `lstm`'s. Every other variant holds 10-12.
-SAVED_VJP_LIMIT = 2.0
-
-
-def _kept_vjp_tree(new_state, x_proj, h_proj_width, state, extras, zone):
-    """The tree of one step's vjp (which saved leaf is which) if the forward scan keeps each
-    step's vjp, None if the reverse loop recomputes the step instead (SAVED_VJP_LIMIT). From
-    an abstract trace of one step: no work is done."""
-    per_step = lambda a: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), a)
-    zone_t = zone if zone_inputs(zone) is None else per_step(zone)
-    xp = per_step(x_proj)
-    hp = jax.ShapeDtypeStruct(xp.shape[:-1] + (h_proj_width,), xp.dtype)
-    tree = []
-
-    def leaves(*args):
-        flat, structure = jax.tree.flatten(_step_vjp(new_state, *args)[1])
-        tree.append(structure)
-        return flat
-
-    saved = sum(leaf.size for leaf in jax.eval_shape(leaves, xp, hp, state, extras, zone_t))
-    return tree[0] if saved <= SAVED_VJP_LIMIT * (xp.size + hp.size + state.c.size) else None
+    step = jax.checkpoint(lambda *args: new_state(*args, zone_t), policy=_saved_unless_cheap)
+    return jax.vjp(step, xp, hp, carry.c, carry.h, extras)
 
 
 def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
+    # The forward scan linearises each step as it goes and keeps the vjp's saved arrays (the
+    # gates, tanh c_t, ... whatever the step's derivative needs, RECOMPUTED_IN_BACKWARD aside),
+    # so the reverse loop only applies them and recomputes no nonlinearity: what the hand-written
+    # backward does by reading the saved gates, here for every variant.
     new_state = _state_map(cell, gate_activation, state.h.shape[-1])
-    if _kept_vjp_tree(new_state, x_proj, W_r.shape[-1], state, extras, zone) is None:
-        final_state, (hs, cs, _, h_projs, fed) = _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype,
-                                                          gate_activation, keep_h_proj=True, zone=zone)
-        return (final_state, hs), (W_r, extras, x_proj, state, hs, fed, (cs, h_projs), zone)
-    # The forward scan linearises each step as it goes and keeps the vjp's residuals (the gates,
-    # tanh c_t, ... whatever the step's derivative needs), so the reverse loop only applies them
-    # and recomputes no nonlinearity: what the hand-written backward does by reading the saved
-    # gates, here for every variant whose residuals are small enough.
     W_rc = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
 
     def body(carry, inputs):
         xp, zone_t = inputs
         h_proj = matmul(recurrent_input(carry), W_rc, matmul_dtype)
         new, vjp = _step_vjp(new_state, xp, h_proj, carry, extras, zone if zone_t is None else zone_t)
-        return new, (new.h, new.gates, jax.tree.leaves(vjp))
+        return new, (new.h, new.gates, vjp)  # a pytree: its saved arrays are stacked over time
 
     final_state, (hs, fed, step_vjps) = jax.lax.scan(body, state, (x_proj, zone_inputs(zone)), unroll=unroll)
-    return (final_state, hs), (W_r, extras, x_proj, state, hs, fed, step_vjps, zone)
+    return (final_state, hs), (W_r, extras, state, hs, fed, step_vjps, zone)
 
 
 def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotangents):
-    W_r, extras, x_proj, state, hs, fed, saved, zone = residuals
+    W_r, extras, state, hs, fed, step_vjps, zone = residuals
     d_final, d_hs = cotangents
     before = lambda first, stacked: jnp.concatenate([first[None], stacked[:-1]])  # x_{t-1} for every t
     h_prev = before(state.h, hs)
@@ -256,25 +242,10 @@ def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotange
     W_r_T = W_r.T.astype(matmul_dtype) if matmul_dtype else W_r.T
     variant = get_variant(cell)
     hidden = state.h.shape[-1]
-    new_state = _state_map(cell, gate_activation, hidden)
-    structure = _kept_vjp_tree(new_state, x_proj, W_r.shape[-1], state, extras, zone)  # as the forward chose
-    recomputes = structure is None
-    if recomputes:
-        cs, h_projs = saved
-        # h_{t-1} enters a step elementwise only through zoneout; without it XLA drops the input.
-        per_step = (x_proj, h_projs, before(state.c, cs), h_prev if zone is not None else None, zone_inputs(zone))
-    else:
-        per_step = saved
 
     def body(carry, inputs):
         d_next, d_extras = carry
-        dh_out, step = inputs
-        if recomputes:
-            xp, hp, c_before, h_before, zone_t = step
-            zone_t = zone if zone_t is None else zone_t
-            _, vjp = _step_vjp(new_state, xp, hp, LSTMState(h_before, c_before), extras, zone_t)
-        else:
-            vjp = jax.tree.unflatten(structure, step)
+        dh_out, vjp = inputs  # this step's vjp, its saved arrays sliced out of the stack
         d_xp, dz, dc_before, dh_before, d_step_extras = vjp(d_next._replace(h=dh_out + d_next.h))
         d_extras = jax.tree.map(jnp.add, d_extras, d_step_extras)
         # A step that sees only x_proj + h_proj has d_xp == dz: emit one array, not two.
@@ -287,7 +258,7 @@ def _derived_bwd(unroll, matmul_dtype, gate_activation, cell, residuals, cotange
         return (LSTMState(dh_prev, dc_before, d_fed_prev), d_extras), emitted
 
     zero_extras = jax.tree.map(jnp.zeros_like, extras)
-    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), (d_hs, per_step),
+    (d_initial, d_extras), emitted = jax.lax.scan(body, (d_final, zero_extras), (d_hs, step_vjps),
                                                   reverse=True, unroll=unroll)
     dzs, d_x_proj = emitted if variant.normalises_inputs else (emitted, emitted)
     d_W_r = recurrent_weight_gradient(r_prev, dzs, matmul_dtype=matmul_dtype)

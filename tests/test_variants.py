@@ -205,12 +205,10 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
 
 
 @pytest.mark.parametrize("cell", ["peephole", "fgr", "layernorm"])
-def test_both_derived_backwards_equal_autodiff_with_zoneout(cell, monkeypatch):
-    """The derived backward either keeps each step's vjp from the forward scan (small residuals:
-    every variant but layernorm) or recomputes the step in the reverse loop (lstm/scans.py,
-    SAVED_VJP_LIMIT). Forced each way, with zoneout's per-step masks, both give autodiff's
-    gradients of a plain scan of the same step, in float64."""
-    from lstm import scans
+def test_derived_backward_equals_autodiff_with_zoneout(cell):
+    """The derived backward applies each step's vjp, kept by the forward scan with its cheap
+    arithmetic left to recompute (lstm/scans.py, RECOMPUTED_IN_BACKWARD); with zoneout's
+    per-step masks it gives autodiff's gradients of a plain scan of the same step, in float64."""
     with float64():
         layer = random_cell(cell, dtype=jnp.float64)
         xs, h0, c0 = random_inputs(dtype=np.float64)
@@ -240,12 +238,24 @@ def test_both_derived_backwards_equal_autodiff_with_zoneout(cell, monkeypatch):
         want = jax.grad(loss(plain))(args)
         derived = lambda W_h, extras, x_proj, state: derived_recurrence(
             W_h, extras, x_proj, state, 1, None, "sigmoid", cell, zone)
-        for limit in (0.0, float("inf")):  # always recompute, always keep
-            monkeypatch.setattr(scans, "SAVED_VJP_LIMIT", limit)
-            got = jax.grad(loss(derived))(args)  # traced afresh: the limit is read at trace time
-            for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
-                np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12,
-                                           err_msg=f"{cell} limit {limit} {jax.tree_util.keystr(path)}")
+        got = jax.grad(loss(derived))(args)
+        for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12, err_msg=f"{cell} {jax.tree_util.keystr(path)}")
+
+
+def test_derived_backward_keeps_no_more_per_step_than_the_hand_written_one_reads():
+    """The forward scan stacks what each step's vjp saves. For `lstm`'s equations (`np`) that
+    is the gates, tanh c_t and c_{t-1} at most: the 7 [B, H] arrays the hand-written backward
+    reads. Without the recompute rule, jax.vjp also keeps the products on the way (11 arrays),
+    whose writing measured slower than redoing them in the reverse loop."""
+    from lstm import scans
+    layer = random_cell("np")
+    extras = layer._extras()
+    step = jax.ShapeDtypeStruct((B, 4 * H), jnp.float32)
+    state = LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H)))
+    new_state = scans._state_map("np", "sigmoid", H)
+    vjp = jax.eval_shape(lambda xp, hp: scans._step_vjp(new_state, xp, hp, state, extras, None)[1], step, step)
+    assert sum(leaf.size for leaf in jax.tree.leaves(vjp)) <= 7 * B * H
 
 
 def test_a_new_variant_needs_no_backward_code(monkeypatch):
