@@ -36,8 +36,8 @@ layer normalisation); `lstm`, the default, is the cell above. Each variant is it
 once (lstm/step.py runs it); the scan's fast backward is derived from that step (lstm/scans.py).
 
 This module holds the parameters: LSTMCell, its initialisers and its per-gate views. The step's
-names (LSTMState, Gates, matmul, lstm_step, cell_step, …) and the scans' (recurrence,
-derived_recurrence, …) are re-exported here, where they were first defined.
+names (LSTMState, Gates, matmul, lstm_step, cell_step, …) and the scans' (derived_recurrence,
+recurrent_weight_gradient) are re-exported here, where they were first defined.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm import scans
-from lstm.scans import derived_recurrence, recurrence, recurrent_weight_gradient  # noqa: F401  (re-exported)
+from lstm.scans import derived_recurrence, recurrent_weight_gradient  # noqa: F401  (re-exported)
 from lstm.step import (  # noqa: F401  (re-exported: the cell's public names before the split)
     GATE_ACTIVATIONS,
     MATMUL_DTYPES,
@@ -54,7 +54,7 @@ from lstm.step import (  # noqa: F401  (re-exported: the cell's public names bef
     LSTMState,
     cell_step,
     check_matmul_dtype,
-    gate_activation_and_derivative,
+    gate_function,
     hard_sigmoid,
     lstm_step,
     matmul,
@@ -104,7 +104,7 @@ class LSTMCell(nnx.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.matmul_dtype = check_matmul_dtype(matmul_dtype)
-        gate_activation_and_derivative(gate_activation)  # rejects unknown names here, not at trace time
+        gate_function(gate_activation)  # rejects unknown names here, not at trace time
         self.gate_activation = gate_activation
         self.cell = cell
         self.zoneout = tuple(float(rate) for rate in zoneout)  # (h, c): kept with this probability

@@ -1,8 +1,7 @@
-"""The cell scanned over time, and its backward passes: `recurrence` (the default `lstm` cell,
-backward written out) and `derived_recurrence` (every variant, backward derived from its step
-by `jax.vjp`: the forward scan keeps each step's vjp for the reverse loop). Both take
-the recurrent weight's gradient out of the sequential loop as one large matmul (docs/design.md,
-"Performance principles"); `scan_cell` picks between them and `traced_scan` runs the same
+"""The cell scanned over time and its backward pass: `derived_recurrence` runs every variant,
+its backward derived from the variant's step by `jax.vjp` (the forward scan keeps each step's
+vjp for the reverse loop) and the recurrent weight's gradient taken out of the sequential loop
+as one large matmul (docs/design.md, "Performance principles"); `traced_scan` runs the same
 forward scan with every gate kept, for `lstm.trace`."""
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from jax import lax
 from lstm.step import (
     Gates,
     LSTMState,
-    gate_activation_and_derivative,
+    gate_function,
     matmul,
     recurrent_input,
     recurrent_weights,
@@ -23,15 +22,12 @@ from lstm.step import (
     zone_inputs,
     zoneout,
 )
-from lstm.variants import GATE_ORDER, fed_back, get_variant, per_group
+from lstm.variants import fed_back, get_variant, per_group
 
 
 def scan_cell(cell, W_h, extras, x_proj, state: LSTMState, unroll=1, matmul_dtype=None,
               gate_activation="sigmoid", zone=None):
-    """(final_state, hs [T, B, H]) of variant `cell` over x_proj [T, B, 4H], through the fastest
-    backward it has: `lstm` without zoneout keeps its hand-written one."""
-    if cell == "lstm" and HAND_WRITTEN_LSTM_BACKWARD and zone is None:
-        return recurrence(W_h, x_proj, state, unroll, matmul_dtype, gate_activation)
+    """(final_state, hs [T, B, H]) of variant `cell` over x_proj [T, B, 4H]."""
     return derived_recurrence(W_h, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone)
 
 
@@ -46,32 +42,13 @@ def traced_scan(cell, W_h, extras, x_proj, state: LSTMState, unroll=1, matmul_dt
     return final, (hs, cs, gates)
 
 
-# -- the backward pass, written out ------------------------------------------------------------
-#
-# Autodiff of the scan would do three small matmuls per step (h W_h forward; dz W_hᵀ and the
-# per-step accumulation hᵀ dz backward). The gradient of W_h, Σ_t h_{t-1}ᵀ dz_t, does not
-# need to be inside the sequential loop: the loop below emits dz_t for every step and W_h's
-# gradient is then one large [H, T·B] × [T·B, 4H] matmul, which runs near the machine's matmul
-# rate. The per-step work left in the loop is one small matmul each way.
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def recurrence(W_h, x_proj, state: LSTMState, unroll: int = 1, matmul_dtype: str | None = None,
-               gate_activation: str = "sigmoid"):
-    """The scanned cell: (final_state, hs [T, B, H]) for x_proj [T, B, 4H]."""
-    final_state, (hs, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
-                                     gate_activation)
-    return final_state, hs
-
-
 def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation="sigmoid", zone=None):
     """(final_state, (hs, cs, Gates, fed)), arrays [T, B, H] (fed: the fed-back gates, or
-    None): the one scan the training path
-    and gate tracing run. W_r and extras as `recurrent_weights` returns them; state with its
-    fed-back gates (`with_feedback`); zone: zoneout's (keep_h, keep_c), masks [T, B, H] or
-    constants."""
+    None): the one forward scan, for training and for gate tracing. W_r and extras as
+    `recurrent_weights` returns them; state with its fed-back gates (`with_feedback`); zone:
+    zoneout's (keep_h, keep_c), masks [T, B, H] or constants."""
     W_r = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
-    sigma, _ = gate_activation_and_derivative(gate_activation)
+    sigma = gate_function(gate_activation)
     variant = get_variant(cell)
     p = per_group(variant, extras, state.h.shape[-1])
 
@@ -84,41 +61,6 @@ def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activa
         return new, (new.h, new.c, Gates(**gates), new.gates)
 
     return jax.lax.scan(body, state, (x_proj, zone_inputs(zone)), unroll=unroll)
-
-
-def _recurrence_fwd(W_h, x_proj, state, unroll, matmul_dtype, gate_activation):
-    final_state, (hs, cs, gates, *_) = _forward("lstm", W_h, {}, x_proj, state, unroll, matmul_dtype,
-                                                gate_activation)
-    return (final_state, hs), (W_h, state, hs, cs, gates)
-
-
-def _recurrence_bwd(unroll, matmul_dtype, gate_activation, residuals, cotangents):
-    W_h, state, hs, cs, gates = residuals
-    (d_final, d_hs) = cotangents
-    h_prev = jnp.concatenate([state.h[None], hs[:-1]])  # h_{t-1} for every t
-    c_prev = jnp.concatenate([state.c[None], cs[:-1]])
-    W_h_T = W_h.T.astype(matmul_dtype) if matmul_dtype else W_h.T
-    _, d_sigma = gate_activation_and_derivative(gate_activation)
-
-    def body(carry, step):
-        dh_next, dc_next = carry
-        dh_out, c, c_before, i, f, g, o = step
-        dh = dh_out + dh_next  # h_t feeds the output and the next step
-        tanh_c = jnp.tanh(c)
-        dc = dc_next + dh * o * (1 - tanh_c ** 2)  # h = o ⊙ tanh(c)
-        dz = {  # through each gate's nonlinearity: σ' = σ(1-σ) (or 0.2 / 0), tanh' = 1-tanh²
-            "i": dc * g * d_sigma(i),  # c = f ⊙ c_prev + i ⊙ g
-            "f": dc * c_before * d_sigma(f),
-            "g": dc * i * (1 - g ** 2),
-            "o": dh * tanh_c * d_sigma(o),
-        }
-        dz = jnp.concatenate([dz[name] for name in GATE_ORDER], axis=-1)
-        return (matmul(dz, W_h_T, matmul_dtype), dc * f), dz
-
-    steps = (d_hs, cs, c_prev, gates.i, gates.f, gates.g, gates.o)
-    (dh0, dc0), dzs = jax.lax.scan(body, (d_final.h, d_final.c), steps, reverse=True, unroll=unroll)
-    d_W_h = recurrent_weight_gradient(h_prev, dzs, matmul_dtype=matmul_dtype)
-    return d_W_h, dzs, LSTMState(h=dh0, c=dc0)
 
 
 def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dtype=None):
@@ -140,25 +82,23 @@ def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dty
                       preferred_element_type=jnp.float32)
 
 
-recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
-
-
 # -- the backward pass, derived from the step --------------------------------------------------
 #
-# The same shape as above with the per-step elementwise derivative taken by `jax.vjp` of the
-# variant's own step, so a new variant brings no backward code. The vjp is taken with respect
-# to (x_proj_t, h_proj_t, c_{t-1}, extras): d h_proj_t is dz_t, feeding dW_h (one matmul after the
-# loop) and dh_{t-1} = dz_t W_hᵀ; extras' gradients (H-vectors) are summed in the carry. A variant
-# that feeds gates back (fgr) differentiates them the same way: they are part of r_{t-1}, so
-# d r_{t-1} = dz_t W_rᵀ hands their share to the previous step's vjp beside dh_{t-1}.
-
-# `lstm` keeps the hand-written backward above: it measured ~8% faster on the bigger shape than
-# the derived one while the derived one kept 11 [B, H] arrays a step (0.477 vs 0.519 s/step, 6 of
-# 8 rounds; 2-core AMD EPYC, `scripts/research/backward_ab.py --rounds=8 --steps=6`, 2026-12-04).
-# Since the derived one keeps 6 (RECOMPUTED_IN_BACKWARD) the two are level (derived/hand-written
-# 1.063, 1.000, 0.934 at bigger, small, shakespeare; docs/performance.md).
-# tests/test_variants.py binds the two.
-HAND_WRITTEN_LSTM_BACKWARD = True
+# Autodiff of the scan would do three small matmuls per step (h W_h forward; dz W_hᵀ and the
+# per-step accumulation hᵀ dz backward). The gradient of W_h, Σ_t h_{t-1}ᵀ dz_t, does not
+# need to be inside the sequential loop: the reverse loop below emits dz_t for every step and
+# W_h's gradient is then one large [H, T·B] × [T·B, 4H] matmul after it, which runs near the
+# machine's matmul rate; the per-step work left in the loop is one small matmul each way. The
+# per-step elementwise derivative is `jax.vjp` of the variant's own step, so a new variant
+# brings no backward code. The vjp is taken with respect to (x_proj_t, h_proj_t, c_{t-1},
+# extras): d h_proj_t is dz_t, feeding dW_h and dh_{t-1} = dz_t W_hᵀ; extras' gradients
+# (H-vectors) are summed in the carry. A variant that feeds gates back (fgr) differentiates them
+# the same way: they are part of r_{t-1}, so d r_{t-1} = dz_t W_rᵀ hands their share to the
+# previous step's vjp beside dh_{t-1}.
+#
+# `lstm` had a hand-written loop body here until the derived one matched it (docs/performance.md,
+# "the vjp redoes cheap arithmetic"): derived/hand-written 1.063, 1.000, 0.934 s/step at bigger,
+# small, shakespeare (11 interleaved rounds, 2-core AMD EPYC, 2026-12-04; ~1.09 at bigger before).
 
 
 def derived_recurrence(W_h, extras, x_proj, state: LSTMState, unroll: int = 1,
@@ -183,7 +123,7 @@ def _derived_scan(W_r, extras, x_proj, state: LSTMState, unroll, matmul_dtype, g
 def _state_map(cell, gate_activation, hidden):
     """The step as the backward differentiates it: (x_proj_t, h_proj_t, c_{t-1}, h_{t-1}, extras,
     zone_t) → the new state (h_{t-1} enters elementwise only through zoneout)."""
-    sigma, _ = gate_activation_and_derivative(gate_activation)
+    sigma = gate_function(gate_activation)
     variant = get_variant(cell)
 
     def new_state(xp, hp, c_before, h_before, extras, zone_t):
@@ -218,8 +158,7 @@ def _step_vjp(new_state, xp, hp, carry, extras, zone_t):
 def _derived_fwd(W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activation, cell, zone):
     # The forward scan linearises each step as it goes and keeps the vjp's saved arrays (the
     # gates, tanh c_t, ... whatever the step's derivative needs, RECOMPUTED_IN_BACKWARD aside),
-    # so the reverse loop only applies them and recomputes no nonlinearity: what the hand-written
-    # backward does by reading the saved gates, here for every variant.
+    # so the reverse loop only applies them and recomputes no nonlinearity.
     new_state = _state_map(cell, gate_activation, state.h.shape[-1])
     W_rc = W_r.astype(matmul_dtype) if matmul_dtype else W_r  # rounded once, not every step
 

@@ -21,13 +21,12 @@ def hard_sigmoid(z):
     return jnp.clip(0.2 * z + 0.5, 0.0, 1.0)
 
 
-def gate_activation_and_derivative(name: str):
-    """(σ, σ' written as a function of σ's output): the backward pass keeps only outputs."""
+def gate_function(name: str):
+    """σ, the gates' activation, by its config name."""
     if name == "sigmoid":
-        return jax.nn.sigmoid, lambda y: y * (1 - y)
+        return jax.nn.sigmoid
     if name == "hard_sigmoid":
-        # Flat where clipped; the kinks at exactly 0 and 1 get the flat side's zero.
-        return hard_sigmoid, lambda y: jnp.where((y > 0) & (y < 1), 0.2, 0.0).astype(y.dtype)
+        return hard_sigmoid
     raise ValueError(f"gate_activation must be one of {GATE_ACTIVATIONS}; got {name!r}")
 
 
@@ -76,7 +75,7 @@ def cell_step(cell: str, W_h, extras, state: LSTMState, x_proj, matmul_dtype=Non
               gate_activation="sigmoid", zone=None):
     """One step of variant `cell`; extras {name: fused array} are its extra parameters; zone
     (keep_h, keep_c), if given, is zoneout's share of the previous state that is kept."""
-    sigma, _ = gate_activation_and_derivative(gate_activation)
+    sigma = gate_function(gate_activation)
     variant = get_variant(cell)
     W_r, extras = recurrent_weights(variant, W_h, extras)
     state = with_feedback(variant, state)

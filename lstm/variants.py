@@ -50,7 +50,6 @@ Left out, and why:
 
 Adding a variant is one entry; its backward comes from `jax.vjp` of the step (lstm/scans.py), and
 tests/test_variants.py's float64 checks take it once its NumPy equations join numpy_reference.py.
-(`lstm` alone also keeps a hand-written backward, measured faster; a test binds the two.)
 
     +def leaky(p, x_proj, h_proj, c_prev, sigma):  # e.g. a learned per-unit leak on c
     +    z = split_gates(x_proj + h_proj)

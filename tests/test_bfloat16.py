@@ -12,7 +12,7 @@ from flax import nnx
 import lstm
 from configs import tiny
 from lstm import train
-from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, lstm_step, matmul, recurrence
+from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, derived_recurrence, lstm_step, matmul
 from tests.numpy_reference import sigmoid
 
 B, T, I, H = 3, 5, 4, 6
@@ -92,7 +92,7 @@ def test_bfloat16_custom_backward_equals_autodiff_of_the_same_scan():
             return jax.lax.scan(body, state, x_proj)
         return forward
 
-    ours = grads(lambda W, x, s: recurrence(W, x, s, 1, "bfloat16"))
+    ours = grads(lambda W, x, s: derived_recurrence(W, {}, x, s, 1, "bfloat16"))
     reference = grads(autodiff("bfloat16"))
     exact = grads(autodiff(None))
     for got, want, full in zip(ours, reference, exact):

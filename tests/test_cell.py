@@ -218,10 +218,11 @@ def test_set_gate_params_rejects_unknown_gates_and_wrong_shapes():
 
 
 @pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
-def test_hand_written_backward_equals_autodiff_of_the_plain_scan_in_float64(gate_activation):
-    """`recurrence`'s custom VJP against JAX's own differentiation of the same forward scan,
-    for every input (W_h, the projected inputs, h0 and c0) and both outputs."""
-    from lstm.cell import lstm_step, recurrence
+def test_the_scans_backward_equals_autodiff_of_the_plain_scan_in_float64(gate_activation):
+    """The scan's custom VJP (the step's vjp kept per step, dW_h after the loop) against JAX's own
+    differentiation of the same forward scan, for every input (W_h, the projected inputs, h0
+    and c0) and both outputs, unrolled by 2."""
+    from lstm.cell import derived_recurrence, lstm_step
 
     def autodiff_reference(W_h, x_proj, state):
         step = lambda carry, xp: (lstm_step(W_h, carry, xp, None, gate_activation)[0],) * 2
@@ -241,7 +242,7 @@ def test_hand_written_backward_equals_autodiff_of_the_plain_scan_in_float64(gate
                 return jnp.sum(hs * w_hs) + jnp.sum(final.h * w_h) + jnp.sum(jnp.cos(final.c) * w_c)
             return jax.grad(scalar, argnums=(0, 1, 2))(W_h, x_proj, state)
 
-        ours = loss(lambda W, x, s: recurrence(W, x, s, 2, None, gate_activation))
+        ours = loss(lambda W, x, s: derived_recurrence(W, {}, x, s, 2, None, gate_activation))
         reference = loss(autodiff_reference)
         for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

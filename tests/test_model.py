@@ -197,7 +197,7 @@ def plain_forward(model, tokens, state, input_scale=None):
     ("scaled", 0.5), ("onehot", 0.0), ("onehot", 0.5), ("embed", 0.0), ("embed", 0.5)])
 def test_gradients_equal_autodiff_of_the_plain_forward_in_float64(encoding, input_dropout):
     """Every parameter's gradient through the first layer's input path (the row gathers of
-    one-hot and embedded tokens, input dropout) and the hand-written backward of the scan,
+    one-hot and embedded tokens, input dropout) and the custom backward of the scan,
     against JAX's autodiff of `plain_forward`, to 1e-10 in float64."""
     from tests.test_cell import float64
     key = jax.random.key(3)

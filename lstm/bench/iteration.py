@@ -8,9 +8,9 @@ median of interleaved rounds, and reported per iteration:
 - forward: the `lstm` step (matmul and gate math), emitting nothing;
 - forward + k outputs: the same, stacking k of (h, c, i, f, g, o) as the training forward
   stacks all six for its backward; the difference to `forward` is what the stacking costs;
-- backward: the hand-written backward of the `lstm` cell (cell.recurrence's pullback: the
-  reverse loop, its per-step matmul and gate math, plus W_h's gradient as one matmul after the
-  loop), given the forward's residuals;
+- backward: the backward of the `lstm` cell (derived_recurrence's pullback: the reverse loop,
+  its per-step matmul and gate math, plus W_h's gradient as one matmul after the loop), given
+  the forward's residuals;
 - dW_h: that one matmul after the loop alone, so `backward` − `dW_h` is the reverse loop.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lstm.analysis.tables import text_table
-from lstm.cell import LSTMState, lstm_step, recurrence, recurrent_weight_gradient
+from lstm.cell import LSTMState, derived_recurrence, lstm_step, recurrent_weight_gradient
 
 STACKED = ("h", "c", "i", "f", "g", "o")
 
@@ -48,7 +48,7 @@ def _parts(batch: int, hidden: int, steps: int, seed: int = 0) -> dict:
             return new, tuple(values[name] for name in STACKED[:outputs])
         return jax.lax.scan(body, state, x_proj)
 
-    _, pullback = jax.vjp(lambda W, x, s: recurrence(W, x, s), W_h, x_proj, state)
+    _, pullback = jax.vjp(lambda W, x, s: derived_recurrence(W, {}, x, s), W_h, x_proj, state)
     cotangent = (LSTMState(jnp.ones_like(state.h), jnp.ones_like(state.c)),
                  jax.random.normal(keys[4], (steps, batch, hidden)))
     dzs = jax.random.normal(keys[4], (steps, batch, 4 * hidden))
