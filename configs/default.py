@@ -59,6 +59,7 @@ def get_config():
     train.warmup_steps = 0  # linear warm-up from 0; the tutorial has none
     train.lr_end_fraction = 0.1  # cosine only: the last step's rate as a fraction of learning_rate
     train.cpu_devices = 0  # > 0: the host CPU as this many JAX devices, data-parallel over its cores
+    train.keep_freed_memory = True  # glibc keeps the step's freed host buffers: no page faults (lstm/host_memory.py)
     train.steps_per_dispatch = 1  # > 1 scans several optimizer steps per jit call (short steps)
     train.log_every_steps = 50  # metrics leave the device only here: rarer is faster
     train.eval_every_steps = 0  # > 0 also evaluates every this many steps

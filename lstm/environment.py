@@ -16,6 +16,8 @@ import os
 import platform
 from pathlib import Path
 
+from lstm import host_memory
+
 # The extensions that can change XLA's CPU code generation, and so the order of float sums.
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
                      "avx512_vnni", "amx_tile", "asimd", "sve")
@@ -75,7 +77,7 @@ def environment() -> dict:
             "flax": flax.__version__, "optax": optax.__version__, "numpy": numpy.__version__,
             "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
             "devices": len(devices), "processes": jax.process_count(),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "cpu": cpu()}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_memory": host_memory.state(), "cpu": cpu()}
 
 
 def describe_machine() -> str:

@@ -43,7 +43,8 @@ ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigm
                  "model.dropout_kind": "standard", "model.embed_dropout": 0.0, "model.weight_drop": 0.0,
                  "model.zoneout_h": 0.0, "model.zoneout_c": 0.0,
                  "train.eps_placement": "optax", "train.cpu_devices": 0, "train.activation_reg": 0.0,
-                 "train.temporal_activation_reg": 0.0, "checkpoint.every_epoch": True}
+                 "train.temporal_activation_reg": 0.0, "checkpoint.every_epoch": True,
+                 "train.keep_freed_memory": True}
 
 
 def upgrade_config(config) -> ml_collections.ConfigDict:

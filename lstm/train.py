@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, environment, regularisers, sample, schedules
+from lstm import checkpoint, data, distributed, environment, host_memory, regularisers, sample, schedules
 from lstm.logger import MetricLogger
 from lstm.sentences import SentenceWindows
 
@@ -191,6 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """
     config = upgrade_config(config)
     validate_config(config)
+    if config.train.keep_freed_memory:  # before JAX's backend starts its threads
+        host_memory.keep_freed_memory()
     try:  # both must precede any use of a JAX backend
         distributed.split_cpu(config.train.cpu_devices)
     except RuntimeError as error:

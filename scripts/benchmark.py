@@ -40,6 +40,9 @@ _CELLS = flags.DEFINE_list("cells", ["lstm"], "train: cell variants of our step 
                            "e.g. lstm,peephole,cifg,layernorm.")
 _BATCH = flags.DEFINE_integer("batch", None, "train, iteration: override every shape's batch size (smoke runs).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train, iteration: override every shape's window length (smoke runs).")
+_KEEP_FREED_MEMORY = flags.DEFINE_bool(
+    "keep_freed_memory", True, "Keep freed host buffers for reuse (lstm/host_memory.py), as training does; "
+    "it holds for every contestant in the process.")
 _BASELINE_CHARS = flags.DEFINE_integer("baseline_chars", 100,
                                        "sample: characters the tutorial's loop is timed over (0: skip it).")
 
@@ -128,6 +131,9 @@ def main(argv):
     for name in ("repeats", "length"):
         if flags.FLAGS[name].value < 1:
             cli.fail(f"--{name} must be >= 1")
+    if _KEEP_FREED_MEMORY.value:  # before any contestant starts its threads
+        from lstm import host_memory
+        host_memory.keep_freed_memory()
     with cli.one_line_errors(ValueError):  # ValueError: a bad --encodings or --batch_sizes value
         record, table = SECTIONS[argv[1]]()
     print(json.dumps(record) if _JSON.value else table)

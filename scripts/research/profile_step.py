@@ -34,6 +34,8 @@ _STEPS = flags.DEFINE_integer("steps", 3, "Steps traced (after two warm-up steps
 _TOP = flags.DEFINE_integer("top", 25, "Ops listed, by self time.")
 _TRACE_DIR = flags.DEFINE_string("trace_dir", None, "Keep the trace here (default: a temporary folder).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the tables.")
+_KEEP_FREED_MEMORY = flags.DEFINE_bool("keep_freed_memory", True,
+                                       "Keep freed host buffers for reuse (lstm/host_memory.py), as training does.")
 
 
 def self_times(events) -> dict:
@@ -70,6 +72,9 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if _STEPS.value < 1 or _TOP.value < 1:
         cli.fail("--steps and --top must be >= 1")
+    from lstm import host_memory
+    if _KEEP_FREED_MEMORY.value:
+        host_memory.keep_freed_memory()
     import jax
 
     from lstm import environment
