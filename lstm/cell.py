@@ -58,6 +58,7 @@ from lstm.step import (  # noqa: F401  (re-exported: the cell's public names bef
     hard_sigmoid,
     lstm_step,
     matmul,
+    project,
     with_feedback,
 )
 from lstm.variants import GATE_ORDER, centre, extra_shape, get_variant, per_group, split_gates
@@ -169,7 +170,7 @@ class LSTMCell(nnx.Module):
 
     def project_inputs(self, x):
         """x [..., I] → x_proj [..., 4H]; called once for every time step at once."""
-        return self.finish_projection(matmul(x, self.W_x[...], self.matmul_dtype))
+        return self.finish_projection(project(x, self.W_x[...], self.matmul_dtype))
 
     def step(self, state: LSTMState, x_proj):
         """One time step from a pre-computed input projection x_proj [B, 4H] (`project_inputs`).
