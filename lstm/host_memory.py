@@ -12,7 +12,9 @@ their arithmetic.
 `keep_freed_memory()` tells glibc to serve every thread from its one main heap, never through
 mmap, and not to give freed memory back: the blocks a step frees stay mapped and the next
 step's allocations reuse them without a fault. Nothing computed changes. The price: the
-process keeps its peak heap until it exits, which a training process reaches anyway.
+process keeps the heap it grew to, and it grows by a block more than one step needs, since a
+step's buffers are sometimes allocated before the last step's are freed (on another thread):
+906 MB resident against 739 MB at the bigger shape, after 40 steps.
 """
 from __future__ import annotations
 
