@@ -41,7 +41,8 @@ def initialize() -> None:
 def split_cpu(count: int) -> None:
     """Makes the host CPU `count` JAX devices, so data parallelism runs over its cores (on the
     2-core VM this beat one device using both cores on the Shakespeare race's short steps,
-    docs/results.md). It must precede any use of a JAX backend: a process whose backend already
+    docs/results.md, until freed host memory was kept between steps: since, a tie,
+    docs/performance.md). It must precede any use of a JAX backend: a process whose backend already
     started keeps its devices, and a different count raises RuntimeError naming the need."""
     if count <= 0:
         return
