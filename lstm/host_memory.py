@@ -4,10 +4,8 @@ Each run of a compiled program on the CPU allocates its temporary buffers with m
 block of 209 MB for the bigger model's training step) and frees them when it ends. glibc serves
 a block that large with a fresh mmap and unmaps it on free, so every step writes to pages the
 kernel must first fault in and zero: 56,000 page faults a step at the bigger shape, 0.15 s of
-system time in a 0.4 s step (2-core AMD EPYC, docs/performance.md). When the CPU runs as two
-JAX devices, both devices' threads fault at once and queue on the process's memory-map lock;
-that is why dropout masks (more buffers) slowed the two-device Shakespeare step far more than
-their arithmetic.
+system time in a 0.4 s step (2-core AMD EPYC, docs/performance.md). It is also why dropout
+masks (more buffers) slowed the two-device Shakespeare step far more than their arithmetic.
 
 `keep_freed_memory()` tells glibc to serve every thread from its one main heap, never through
 mmap, and not to give freed memory back: the blocks a step frees stay mapped and the next
