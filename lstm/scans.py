@@ -16,6 +16,7 @@ from lstm.step import (
     LSTMState,
     gate_function,
     matmul,
+    merges_time_and_batch,
     recurrent_input,
     recurrent_weights,
     with_feedback,
@@ -66,13 +67,12 @@ def _forward(cell, W_r, extras, x_proj, state, unroll, matmul_dtype, gate_activa
 def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dtype=None):
     """dW_h = Σ_t Σ_b h_{t-1}ᵀ dz_t, one matmul after the loop, for h_prev [T, B, H], dzs [T, B, 4H].
 
-    On one device, (T, B) merge into one axis: free in memory, and XLA's dot then transposes
-    only the narrow h (measured 0.404 → 0.369 s/step on the bigger shape, docs/performance.md).
-    With several devices the batch axis is sharded, and merging it with time would make XLA
-    all-gather every device's activations; an einsum over both axes lets each device contract
-    its own rows, and the gradient all-reduce does the rest."""
+    Where (T, B) may merge into one axis (`merges_time_and_batch`, the default): free in memory,
+    and XLA's dot then transposes only the narrow h (measured 0.404 → 0.369 s/step on the
+    bigger shape, docs/performance.md). Otherwise an einsum over both axes lets each device
+    contract its own rows, and the gradient all-reduce does the rest."""
     if merge_time_and_batch is None:
-        merge_time_and_batch = jax.device_count() == 1
+        merge_time_and_batch = merges_time_and_batch()
     if merge_time_and_batch:
         return matmul(h_prev.reshape(-1, h_prev.shape[-1]).T, dzs.reshape(-1, dzs.shape[-1]),
                       matmul_dtype)

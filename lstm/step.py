@@ -39,13 +39,19 @@ def matmul(a, b, dtype: str | None = None):
     return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
+def merges_time_and_batch() -> bool:
+    """Whether [T, B, ...] arrays may be merged into [T·B, ...] for a matmul: on one device, yes
+    (XLA then transposes nothing); with several the batch axis is sharded, and merging it with
+    time would make XLA all-gather every device's rows (docs/scaling.md)."""
+    return jax.device_count() == 1
+
+
 def project(x, W, dtype: str | None = None):
     """x [..., I] @ W [I, N] for every leading position at once (an input projection over
-    [T, B]). On one device the leading axes are merged first, so autodiff's gradient of W is a
-    plain [I, T·B]·[T·B, N] matmul reading dz as it lies; over separate (T, B) axes XLA copied
-    dz into a transposed [N, T·B] array first (docs/performance.md). With several devices the
-    batch axis is sharded and stays apart, as in `scans.recurrent_weight_gradient`."""
-    if x.ndim <= 2 or jax.device_count() > 1:
+    [T, B]). Where `merges_time_and_batch()`, the leading axes are merged first, so autodiff's
+    gradient of W is a plain [I, T·B]·[T·B, N] matmul reading dz as it lies; over separate
+    (T, B) axes XLA copied dz into a transposed [N, T·B] array first (docs/performance.md)."""
+    if x.ndim <= 2 or not merges_time_and_batch():
         return matmul(x, W, dtype)
     return matmul(x.reshape(-1, x.shape[-1]), W, dtype).reshape(*x.shape[:-1], W.shape[-1])
 
