@@ -19,6 +19,7 @@ from lstm.step import (
     merges_time_and_batch,
     recurrent_input,
     recurrent_weights,
+    transposed_matmul,
     with_feedback,
     zone_inputs,
     zoneout,
@@ -74,8 +75,8 @@ def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dty
     if merge_time_and_batch is None:
         merge_time_and_batch = merges_time_and_batch()
     if merge_time_and_batch:
-        return matmul(h_prev.reshape(-1, h_prev.shape[-1]).T, dzs.reshape(-1, dzs.shape[-1]),
-                      matmul_dtype)
+        return transposed_matmul(h_prev.reshape(-1, h_prev.shape[-1]), dzs.reshape(-1, dzs.shape[-1]),
+                                 matmul_dtype)
     if matmul_dtype is None:
         return jnp.einsum("tbh,tbg->hg", h_prev, dzs)
     return jnp.einsum("tbh,tbg->hg", h_prev.astype(matmul_dtype), dzs.astype(matmul_dtype),

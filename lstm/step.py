@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from lstm.variants import FEEDBACK_WEIGHTS, fed_back, get_variant, per_group, recurrent_matrix
 
@@ -44,6 +45,15 @@ def merges_time_and_batch() -> bool:
     (XLA then transposes nothing); with several the batch axis is sharded, and merging it with
     time would make XLA all-gather every device's rows (docs/scaling.md)."""
     return jax.device_count() == 1
+
+
+def transposed_matmul(a, b, dtype: str | None = None):
+    """aᵀ b for a [N, K] and b [N, M]: a weight's gradient summed over N = T·B rows.
+    a is transposed in memory first (a [K, N] copy, small beside the product): XLA's CPU
+    backend hands a dot that contracts its lhs's leading axis to Eigen, which took 1.1-1.5x
+    the time of the row-major dot its YNNPACK fusion runs; the barrier keeps XLA from folding
+    the transpose back into the dot (docs/performance.md, "Transposed products")."""
+    return matmul(lax.optimization_barrier(a.T), b, dtype)
 
 
 def project(x, W, dtype: str | None = None):
