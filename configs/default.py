@@ -36,7 +36,7 @@ def get_config():
     model.zoneout_h = 0.0  # a unit keeps its previous h with this probability (Krueger et al. 2016)
     model.zoneout_c = 0.0  # the same for c; evaluation keeps the expected share instead
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
-    model.matmul_dtype = "float32"  # bfloat16: bf16 matmul operands, float32 accumulation and state (GPU)
+    model.matmul_dtype = "auto"  # bfloat16 (float32 sums and state) on a CPU with bf16 hardware, else float32
     model.gate_activation = "sigmoid"  # hard_sigmoid: Keras 1 / 2.0-2.2's default gates (the tutorial's)
     model.cell = "lstm"  # the tutorial's cell; peephole, Greff et al.'s ablations, layernorm: lstm/variants.py
 

@@ -13,6 +13,7 @@ def get_config():
     config.name = "small"
     config.data.val_fraction = 0.0  # the tutorial trains on every window and holds none out
     config.model.hidden_sizes = (256,)
+    config.model.matmul_dtype = "float32"  # the tutorial's arithmetic, whatever the CPU offers
     config.train.batch_size = 128  # the tutorial's small model
     config.train.num_epochs = 20
     config.checkpoint.monitor = "train_loss"  # Keras ModelCheckpoint(monitor="loss", save_best_only)

@@ -20,7 +20,9 @@ from lstm import host_memory
 
 # The extensions that can change XLA's CPU code generation, and so the order of float sums.
 VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16",
-                     "avx512_vnni", "amx_tile", "asimd", "sve")
+                     "avx512_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
+# Either one multiplies bfloat16 in hardware (AVX-512 dot products, AMX tiles).
+NATIVE_BFLOAT16 = ("avx512_bf16", "amx_bf16")
 EVENT = "environment"
 
 
@@ -78,6 +80,11 @@ def environment() -> dict:
             "backend": jax.default_backend(), "device_kind": devices[0].device_kind,
             "devices": len(devices), "processes": jax.process_count(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "host_memory": host_memory.state(), "cpu": cpu()}
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware."""
+    return any(extension in cpu()["vector_extensions"] for extension in NATIVE_BFLOAT16)
 
 
 def describe_machine() -> str:

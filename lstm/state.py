@@ -7,6 +7,7 @@ and a workdir → state → model for everyone else.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -15,7 +16,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, optim
+from lstm import checkpoint, data, environment, optim
 from lstm.cell import GATE_ACTIVATIONS
 from lstm.model import ENCODINGS, CharLSTM
 from lstm.regularisers import DROPOUT_KINDS
@@ -87,8 +88,8 @@ def validate_config(config) -> None:
         (m.embed_dropout == 0 or m.encoding != "scaled",
          "model.embed_dropout needs encoding onehot or embed: the scaled input has no token rows to drop"),
         (m.unroll >= 1, "model.unroll must be >= 1"),
-        (m.matmul_dtype in ("float32", "bfloat16"),
-         "model.matmul_dtype must be float32 or bfloat16"),
+        (m.matmul_dtype in MATMUL_DTYPE_OPTIONS,
+         f"model.matmul_dtype must be one of {', '.join(MATMUL_DTYPE_OPTIONS)}"),
         (m.gate_activation in GATE_ACTIVATIONS,
          f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
         (m.cell in CELLS, f"model.cell must be one of {', '.join(CELLS)}"),
@@ -114,9 +115,37 @@ def validate_config(config) -> None:
             raise ConfigError(message)
 
 
+MATMUL_DTYPE_OPTIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_matmul_dtype(option: str, started_with: str | None = None) -> str:
+    """model.matmul_dtype made explicit. "auto": the dtype a resumed run started with; for a new
+    run bfloat16 on a CPU that multiplies it in hardware (avx512_bf16 or AMX), float32 anywhere
+    else. On such a CPU bfloat16 operands took 0.76-0.90x float32's step time and left the
+    tiny and Shakespeare configs' losses within seed noise (docs/performance.md, "bfloat16 as
+    the CPU default"); the faithful configs ask for float32."""
+    if option != "auto":
+        return option
+    if started_with is not None:
+        return started_with
+    native = jax.default_backend() == "cpu" and environment.native_bfloat16()
+    return "bfloat16" if native else "float32"
+
+
+def started_matmul_dtype(workdir) -> str | None:
+    """The matmul dtype a workdir's run was started with; None for a fresh (or unreadable:
+    resuming then stops with the checkpoint's own error) workdir."""
+    if not (Path(workdir) / checkpoint.CHECKPOINTS / checkpoint.CONFIG_FILE).exists():
+        return None
+    try:
+        return upgrade_config_dict(checkpoint.read_meta(workdir)[0])["model"]["matmul_dtype"]
+    except (ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
+        return None
+
+
 def build_model(config, vocab_size: int) -> CharLSTM:
     m = config.model
-    matmul_dtype = m.matmul_dtype
+    matmul_dtype = resolve_matmul_dtype(m.matmul_dtype)
     return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
                     embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
                     unroll=m.unroll, rngs=nnx.Rngs(config.seed),

@@ -33,6 +33,8 @@ from lstm.state import (  # noqa: F401
     init_train_state,
     load_model,
     load_state,
+    resolve_matmul_dtype,
+    started_matmul_dtype,
     unflatten_state,
     upgrade_config,
     upgrade_config_dict,
@@ -198,6 +200,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     except RuntimeError as error:
         raise ConfigError(f"train.cpu_devices: {error}") from None
     distributed.initialize()
+    # Explicit before the config is recorded, so sampling and resuming elsewhere use the dtype
+    # the run trained with; a resumed "auto" run keeps the one it started with.
+    config.model.matmul_dtype = resolve_matmul_dtype(config.model.matmul_dtype, started_matmul_dtype(workdir))
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab

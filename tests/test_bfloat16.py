@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import lstm
-from configs import tiny
-from lstm import train
+from configs import small, tiny
+from lstm import environment, state, train
 from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, derived_recurrence, lstm_step, matmul
 from tests.numpy_reference import sigmoid
 
@@ -119,14 +119,29 @@ def test_bfloat16_model_tracks_float32_and_decodes_consistently():
         np.testing.assert_allclose(step_logits, logits16[:, -1], rtol=1e-5, atol=1e-5)
 
 
-def test_config_option_builds_and_validates():
+def test_config_option_builds_and_validates(monkeypatch):
     config = tiny.get_config()
-    assert train.build_model(config, 7).matmul_dtype is None  # float32, the default
+    config.model.matmul_dtype = "float32"
+    assert train.build_model(config, 7).matmul_dtype is None
     config.model.matmul_dtype = "bfloat16"
     train.validate_config(config)
     assert train.build_model(config, 7).matmul_dtype == "bfloat16"
+    # "auto" (the default): bfloat16 where the CPU multiplies it in hardware, float32 elsewhere.
+    config.model.matmul_dtype = "auto"
+    train.validate_config(config)
+    for native, built in ((True, "bfloat16"), (False, None)):
+        monkeypatch.setattr(environment, "native_bfloat16", lambda native=native: native)
+        assert train.build_model(config, 7).matmul_dtype == built
+    assert state.resolve_matmul_dtype("auto", started_with="bfloat16") == "bfloat16"  # a resumed run
+    assert small.get_config().model.matmul_dtype == "float32"  # the faithful configs keep float32
     config.model.matmul_dtype = "float16"
-    with pytest.raises(train.ConfigError, match="matmul_dtype"):
+    with pytest.raises(train.ConfigError, match="matmul_dtype must be one of auto, float32, bfloat16"):
         train.validate_config(config)
     with pytest.raises(ValueError, match="matmul_dtype"):
         LSTMCell(2, 3, rngs=nnx.Rngs(0), matmul_dtype="float16")
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(monkeypatch):
+    for flags, native in ((["avx2", "avx512_bf16"], True), (["amx_bf16"], True), (["avx512f", "avx2"], False)):
+        monkeypatch.setattr(environment, "cpu", lambda flags=flags: {"vector_extensions": flags})
+        assert environment.native_bfloat16() is native

@@ -36,6 +36,8 @@ def test_one_step_on_four_devices_equals_one_step_on_one_device(tmp_path):
         assert jax.device_count() == 4
         config = tiny.get_config()
         config.train.batch_size = 8
+        # float32: rounding operands to bfloat16 magnifies the sum-order drift to 4e-4 here.
+        config.model.matmul_dtype = "float32"
         corpus = np.random.default_rng(0).integers(0, 45, 5000).astype(np.uint8)
         starts = np.random.default_rng(1).integers(0, 4900, (2, 8)).astype(np.int32)
         weights = np.ones((2, 8), np.float32)
@@ -59,8 +61,9 @@ def test_one_step_on_four_devices_equals_one_step_on_one_device(tmp_path):
         # Adam's first steps move each weight by about lr * g / |g|, which amplifies the last-bit
         # differences of a differently ordered gradient all-reduce where g is near zero; 1e-4
         # is 1% of one step at this learning rate (1e-2).
+        # (The epoch's loss sum, ~10^3, is compared relatively above: one ulp of it exceeds 1e-4.)
         worst = max(float(np.max(np.abs(np.asarray(one[k], np.float64) - np.asarray(four[k], np.float64))))
-                    for k in one)
+                    for k in one if not k.startswith(".epoch_"))
         assert worst < 1e-4, worst
         print("max difference", worst)
     """

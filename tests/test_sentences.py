@@ -220,6 +220,7 @@ def sentences_config(corpus_path, max_steps=24):
     config.data.objective = "sentences"
     config.data.stride = 1
     config.model.hidden_sizes = (48,)  # one layer: half the compilation of tiny's two
+    config.model.matmul_dtype = "float32"  # scored against the float32 NumPy model below
     config.train.max_steps = max_steps
     config.train.num_epochs = 100
     config.train.learning_rate = 2e-2

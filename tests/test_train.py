@@ -95,6 +95,24 @@ def test_resume_from_a_middle_checkpoint_is_exact(corpus_path, tmp_path):
     assert [r["step"] for r in logger.read_metrics(tmp_path / "split") if r["event"] == environment.EVENT] == [0, 20]
 
 
+def test_auto_matmul_dtype_is_recorded_as_the_one_used_and_kept_on_resume(corpus_path, tmp_path, monkeypatch):
+    # "auto" resolves per machine; the run's record must name the dtype it trained with, and a
+    # resume on a CPU that would choose the other one continues in the first.
+    config = tiny_config(corpus_path, max_steps=10)
+    config.model.matmul_dtype = "auto"
+    recorded = lambda run: json.loads((run / "checkpoints" / "config.json").read_text())["model"]["matmul_dtype"]
+    monkeypatch.setattr(environment, "native_bfloat16", lambda: True)
+    train.train_and_evaluate(config, tmp_path / "run")
+    assert recorded(tmp_path / "run") == "bfloat16"
+    monkeypatch.setattr(environment, "native_bfloat16", lambda: False)
+    config.train.max_steps = 20
+    assert train.train_and_evaluate(config, tmp_path / "run")["step"] == 20
+    assert recorded(tmp_path / "run") == "bfloat16"
+    assert train.load_model(tmp_path / "run")[0].matmul_dtype == "bfloat16"
+    train.train_and_evaluate(config, tmp_path / "fresh")
+    assert recorded(tmp_path / "fresh") == "float32"
+
+
 def test_sigkilled_run_resumes_to_identical_parameters_and_metrics(corpus_path, tmp_path):
     overrides = [f"--config.data.path={corpus_path}", "--config.train.max_steps=60",
                  "--config.train.log_every_steps=5", "--config.checkpoint.every_steps=5",

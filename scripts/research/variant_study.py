@@ -5,13 +5,15 @@ configs/shakespeare.py recipe, the same number of steps for each, several seeds.
     python scripts/research/variant_study.py --cells=lstm,nfg --seeds=0 --steps=200
     python scripts/research/variant_study.py --report_only --out=docs/runs/variants/study.json
     python scripts/research/variant_study.py --cells=fgr --out=docs/runs/variants/study.json  # adds a row
+    python scripts/research/variant_study.py --cells=lstm --matmul_dtype=bfloat16 --out=runs/bf16.json
 
 Each run is `scripts/train.py --config=configs/shakespeare.py --config.model.cell=CELL
 --config.seed=SEED --config.train.time_budget_s=0 --config.train.max_steps=STEPS
---workdir=ROOT/CELL_sSEED`, one after another (each takes both cores; running two at once
-would only halve each). A workdir that already holds its final evaluation is not rerun, so a
-killed study resumes where it stopped. A fixed step count, not the recipe's 120 s, makes the
-losses independent of the machine's speed and load; step time is reported beside them.
+--config.model.matmul_dtype=DTYPE --workdir=ROOT/CELL_sSEED[_bfloat16]`, one after another
+(each takes both cores; running two at once would only halve each). A workdir that already
+holds its final evaluation is not rerun, so a killed study resumes where it stopped. A fixed
+step count, not the recipe's 120 s, makes the losses independent of the machine's speed and
+load; step time is reported beside them.
 
 The report per variant: the final held-out loss (nats/char and bits/char), mean ± sample sd
 over seeds; the median step time over its runs (compilation excluded; runs share the machine
@@ -42,6 +44,8 @@ STUDY_CELLS = "lstm,peephole,nig,nfg,nog,niaf,noaf,cifg,fgr,layernorm"
 _CELLS = flags.DEFINE_list("cells", STUDY_CELLS, "Variants to train and report (lstm/variants.py).")
 _SEEDS = flags.DEFINE_list("seeds", "0,1,2", "Seeds per variant.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per run (the recipe makes ~1,000 in its 120 s).")
+_MATMUL_DTYPE = flags.DEFINE_enum("matmul_dtype", "float32", ["float32", "bfloat16"],
+                                  "The runs' matmul operands (config model.matmul_dtype).")
 _ROOT = flags.DEFINE_string("root", "runs/variants", "Folder of the study's workdirs.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Report the workdirs there are; train nothing.")
 _OUT = flags.DEFINE_string("out", None, "Also write the report as JSON here.")
@@ -49,7 +53,8 @@ _FIGURE = flags.DEFINE_string("figure", None, "Also draw the held-out losses per
 
 
 def workdir(cell: str, seed: str) -> Path:
-    return Path(_ROOT.value) / f"{cell}_s{seed}"
+    dtype = "" if _MATMUL_DTYPE.value == "float32" else f"_{_MATMUL_DTYPE.value}"
+    return Path(_ROOT.value) / f"{cell}_s{seed}{dtype}"
 
 
 def final_eval(records, steps: int) -> dict | None:
@@ -60,6 +65,7 @@ def final_eval(records, steps: int) -> dict | None:
 def train(cell: str, seed: str, steps: int) -> None:
     command = [sys.executable, str(ROOT / "scripts" / "train.py"), "--config=configs/shakespeare.py",
                f"--config.model.cell={cell}", f"--config.seed={seed}", "--config.train.time_budget_s=0",
+               f"--config.model.matmul_dtype={_MATMUL_DTYPE.value}",
                f"--config.train.max_steps={steps}", f"--workdir={workdir(cell, seed)}"]
     print(" ".join(command[1:]), flush=True)
     if subprocess.run(command, cwd=ROOT).returncode:
@@ -177,9 +183,11 @@ def merged(report: dict, path: str) -> dict:
             earlier = json.load(file)
     except (OSError, json.JSONDecodeError) as error:
         cli.fail(f"cannot read the earlier report {path}: {error}")
-    if (earlier.get("steps"), earlier.get("recipe")) != (report["steps"], report["recipe"]):
-        cli.fail(f"{path} reports {earlier.get('steps')} steps of {earlier.get('recipe')}, this study "
-                 f"{report['steps']} of {report['recipe']}: write it to another --out")
+    recipe = lambda r: (r.get("steps"), r.get("recipe"), r.get("matmul_dtype", "float32"))
+    if recipe(earlier) != recipe(report):
+        cli.fail(f"{path} reports {earlier.get('steps')} steps of {earlier.get('recipe')} "
+                 f"({earlier.get('matmul_dtype', 'float32')}), this study {report['steps']} of "
+                 f"{report['recipe']} ({report['matmul_dtype']}): write it to another --out")
     entries = {entry["cell"]: entry for entry in report["variants"]}  # "not run" rows included
     for entry in earlier["variants"]:
         if not entries.get(entry["cell"], {}).get("runs"):
@@ -210,7 +218,7 @@ def main(argv):
                     done = False
                 if not done:
                     train(cell, seed, _STEPS.value)
-    report = {"steps": _STEPS.value, "recipe": "configs/shakespeare.py",
+    report = {"steps": _STEPS.value, "recipe": "configs/shakespeare.py", "matmul_dtype": _MATMUL_DTYPE.value,
               "variants": [summarise(cell, _SEEDS.value, _STEPS.value) for cell in _CELLS.value]}
     if _OUT.value and os.path.exists(_OUT.value):
         report = merged(report, _OUT.value)
