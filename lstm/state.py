@@ -7,7 +7,6 @@ and a workdir → state → model for everyone else.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -135,11 +134,9 @@ def resolve_matmul_dtype(option: str, started_with: str | None = None) -> str:
 def started_matmul_dtype(workdir) -> str | None:
     """The matmul dtype a workdir's run was started with; None for a fresh (or unreadable:
     resuming then stops with the checkpoint's own error) workdir."""
-    if not (Path(workdir) / checkpoint.CHECKPOINTS / checkpoint.CONFIG_FILE).exists():
-        return None
     try:
-        return upgrade_config_dict(checkpoint.read_meta(workdir)[0])["model"]["matmul_dtype"]
-    except (ValueError, KeyError, TypeError):  # CheckpointError is a ValueError
+        return read_run(workdir)[0].model.matmul_dtype
+    except ValueError:  # CheckpointError and DataError are ValueErrors
         return None
 
 
