@@ -70,8 +70,8 @@ def recurrent_weight_gradient(h_prev, dzs, merge_time_and_batch=None, matmul_dty
 
     Where (T, B) may merge into one axis (`merges_time_and_batch`, the default): free in memory,
     and only the narrow h is transposed, into a copy (`transposed_matmul`; the merge measured
-    0.404 → 0.369 s/step on the bigger shape, docs/performance.md). Otherwise an einsum over both axes lets each device
-    contract its own rows, and the gradient all-reduce does the rest."""
+    0.404 → 0.369 s/step on the bigger shape, docs/performance.md). Otherwise an einsum over
+    both axes lets each device contract its own rows, and the gradient all-reduce does the rest."""
     if merge_time_and_batch is None:
         merge_time_and_batch = merges_time_and_batch()
     if merge_time_and_batch:
