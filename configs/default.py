@@ -38,7 +38,7 @@ def get_config():
     model.unroll = 1  # lax.scan unroll; tuned per backend by the benchmark
     model.matmul_dtype = "auto"  # bfloat16 (float32 sums and state) on a CPU with bf16 hardware, else float32
     model.gate_activation = "sigmoid"  # hard_sigmoid: Keras 1 / 2.0-2.2's default gates (the tutorial's)
-    model.cell = "lstm"  # the tutorial's cell; peephole, Greff et al.'s ablations, layernorm: lstm/variants.py
+    model.cell = "lstm"  # the tutorial's; peephole, Greff et al.'s ablations, layernorm, gru: lstm/cells/
 
     config.train = train = ml_collections.ConfigDict()
     train.batch_size = 128  # the tutorial's small model (model.fit batch_size=128)

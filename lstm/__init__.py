@@ -3,16 +3,19 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from lstm.cell import GATE_ORDER, Gates, LSTMCell, LSTMState
-    from lstm.model import CharLSTM, trace
+    from lstm.cells.lstm import GATE_ORDER, Gates, LSTMState
+    from lstm.layer import LSTMCell
+    from lstm.model import CharLSTM, ModelConfig, trace
     from lstm.sample import Generator
+    from lstm.state import load_model
 
 # Imported on first use, not with the package: `from lstm import cli` in a script must not pay
 # for JAX before the script's --help is printed.
-_EXPORTS = {"GATE_ORDER": "lstm.cell", "Gates": "lstm.cell", "LSTMCell": "lstm.cell",
-            "LSTMState": "lstm.cell", "CharLSTM": "lstm.model", "trace": "lstm.model",
-            "Generator": "lstm.sample"}
-__all__ = ["CharLSTM", "GATE_ORDER", "Gates", "Generator", "LSTMCell", "LSTMState", "trace"]
+_EXPORTS = {"GATE_ORDER": "lstm.cells.lstm", "Gates": "lstm.cells.lstm", "LSTMState": "lstm.cells.lstm",
+            "LSTMCell": "lstm.layer", "CharLSTM": "lstm.model", "ModelConfig": "lstm.model", "trace": "lstm.model",
+            "Generator": "lstm.sample", "load_model": "lstm.state"}
+__all__ = ["CharLSTM", "GATE_ORDER", "Gates", "Generator", "LSTMCell", "LSTMState", "ModelConfig", "load_model",
+           "trace"]
 
 
 def __getattr__(name):

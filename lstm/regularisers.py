@@ -18,7 +18,7 @@ it is without the mask, and evaluation uses no mask at all. Activations are time
              different W_h.
   zoneout    one 0/1 mask each for h and c, [T, B, H], fresh at every step and unit
              (Krueger et al. 2016): 1 where the unit keeps its previous value. The masks are
-             scan inputs; cell.zoneout mixes the states, and evaluation uses the rates.
+             scan inputs; lstm.recurrence.advance mixes the states, and evaluation uses the rates.
 
 Two loss terms act on the top layer's outputs h_t (Merity et al. 2017, AWD-LSTM), as means
 over the scored positions and the units, each scaled by its coefficient:
@@ -72,10 +72,10 @@ def weight_drop(W_h, key, rate: float):
     return W_h * keep_scale(key, rate, W_h.shape, W_h.dtype)
 
 
-def zoneout_masks(keys, rates, shape, dtype=jnp.float32):
-    """(keep_h, keep_c), each [T, B, H]: 1 with probability rate (the unit keeps its previous
-    value), not rescaled, since zoneout mixes two states rather than dropping one."""
-    return tuple(jax.random.bernoulli(key, rate, shape).astype(dtype) for key, rate in zip(keys, rates))
+def zoneout_mask(key, rate: float, shape, dtype=jnp.float32):
+    """[T, B, H]: 1 with probability rate (the unit keeps its previous value), not rescaled,
+    since zoneout mixes two states rather than dropping one."""
+    return jax.random.bernoulli(key, rate, shape).astype(dtype)
 
 
 def activation_penalties(top, position_weights, ar: float, tar: float):

@@ -7,6 +7,7 @@ and a workdir → state → model for everyone else.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -15,11 +16,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, environment, optim
-from lstm.cell import GATE_ACTIVATIONS
-from lstm.model import ENCODINGS, CharLSTM
-from lstm.regularisers import DROPOUT_KINDS
-from lstm.variants import CELLS
+from lstm import checkpoint, data, optim
+from lstm.model import CharLSTM, ModelConfig
 
 
 class ConfigError(ValueError):
@@ -31,17 +29,16 @@ class TrainState(NamedTuple):
     params: nnx.State
     opt_state: optax.OptState
     rng: jax.Array  # raw uint32 key data (Orbax stores plain arrays); dropout keys fold in the step
-    carry: tuple  # `stateful` only: one LSTMState per layer, carried between batches
+    carry: tuple  # `stateful` only: one carry per layer (LSTMState for the LSTM), carried between batches
     epoch_loss_sum: jax.Array  # running sums for Keras's per-epoch training loss; checkpointed,
     epoch_weight_sum: jax.Array  # so a resumed epoch reports exactly what an unbroken one would
 
 
 # Options added after runs were already saved, with the value that reproduces what those runs
 # did. A saved config is upgraded once, when it is read, so the rest of the code sees every
-# option and an old workdir still resumes and samples as before.
-ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigmoid", "model.cell": "lstm",
-                 "model.dropout_kind": "standard", "model.embed_dropout": 0.0, "model.weight_drop": 0.0,
-                 "model.zoneout_h": 0.0, "model.zoneout_c": 0.0,
+# option and an old workdir still resumes and samples as before. The model's come from
+# ModelConfig's defaults, which mean exactly that.
+ADDED_OPTIONS = {**{f"model.{field.name}": field.default for field in dataclasses.fields(ModelConfig)},
                  "train.eps_placement": "optax", "train.cpu_devices": 0, "train.activation_reg": 0.0,
                  "train.temporal_activation_reg": 0.0, "checkpoint.every_epoch": True,
                  "train.keep_freed_memory": True}
@@ -69,29 +66,17 @@ def read_run(workdir) -> tuple[ml_collections.ConfigDict, data.Vocab]:
 
 def validate_config(config) -> None:
     """Checks the values a typo or a bad override would break, with a one-line message each."""
-    d, m, t = config.data, config.model, config.train
+    d, t = config.data, config.train
+    try:  # the model's fields validate themselves; "auto" checked as float32, so JAX's backend stays unstarted
+        ModelConfig.from_config(config.model, auto_as="float32")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     checks = [
         (d.objective in ("last", "all", "stateful", "sentences"),
          "data.objective must be last, all, stateful or sentences"),
-        (m.encoding in ENCODINGS, f"model.encoding must be one of {', '.join(ENCODINGS)}"),
         (d.seq_len >= 1, "data.seq_len must be >= 1"),
         (d.stride >= 1, "data.stride must be >= 1"),
         (0 <= d.val_fraction < 1, "data.val_fraction must be in [0, 1)"),
-        (len(m.hidden_sizes) >= 1 and all(int(h) >= 1 for h in m.hidden_sizes),
-         "model.hidden_sizes must list at least one positive width"),
-        (all(0 <= rate < 1 for rate in (m.dropout, m.input_dropout, m.embed_dropout, m.weight_drop,
-                                        m.zoneout_h, m.zoneout_c)),
-         "model dropout rates (dropout, input_dropout, embed_dropout, weight_drop, zoneout_h, zoneout_c) "
-         "must be in [0, 1)"),
-        (m.dropout_kind in DROPOUT_KINDS, f"model.dropout_kind must be one of {', '.join(DROPOUT_KINDS)}"),
-        (m.embed_dropout == 0 or m.encoding != "scaled",
-         "model.embed_dropout needs encoding onehot or embed: the scaled input has no token rows to drop"),
-        (m.unroll >= 1, "model.unroll must be >= 1"),
-        (m.matmul_dtype in MATMUL_DTYPE_OPTIONS,
-         f"model.matmul_dtype must be one of {', '.join(MATMUL_DTYPE_OPTIONS)}"),
-        (m.gate_activation in GATE_ACTIVATIONS,
-         f"model.gate_activation must be one of {', '.join(GATE_ACTIVATIONS)}"),
-        (m.cell in CELLS, f"model.cell must be one of {', '.join(CELLS)}"),
         (t.activation_reg >= 0 and t.temporal_activation_reg >= 0,
          "train.activation_reg and train.temporal_activation_reg must be >= 0"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
@@ -114,23 +99,6 @@ def validate_config(config) -> None:
             raise ConfigError(message)
 
 
-MATMUL_DTYPE_OPTIONS = ("auto", "float32", "bfloat16")
-
-
-def resolve_matmul_dtype(option: str, started_with: str | None = None) -> str:
-    """model.matmul_dtype made explicit. "auto": the dtype a resumed run started with; for a new
-    run bfloat16 on a CPU that multiplies it in hardware (avx512_bf16 or AMX), float32 anywhere
-    else. On such a CPU bfloat16 operands took 0.76-0.90x float32's step time and left the
-    tiny and Shakespeare configs' losses within seed noise (docs/performance.md, "bfloat16 as
-    the CPU default"); the faithful configs ask for float32."""
-    if option != "auto":
-        return option
-    if started_with is not None:
-        return started_with
-    native = jax.default_backend() == "cpu" and environment.native_bfloat16()
-    return "bfloat16" if native else "float32"
-
-
 def started_matmul_dtype(workdir) -> str | None:
     """The matmul dtype a workdir's run was started with; None for a fresh (or unreadable:
     resuming then stops with the checkpoint's own error) workdir."""
@@ -141,15 +109,7 @@ def started_matmul_dtype(workdir) -> str | None:
 
 
 def build_model(config, vocab_size: int) -> CharLSTM:
-    m = config.model
-    matmul_dtype = resolve_matmul_dtype(m.matmul_dtype)
-    return CharLSTM(vocab_size, hidden_sizes=tuple(m.hidden_sizes), encoding=m.encoding,
-                    embed_dim=m.embed_dim, dropout=m.dropout, input_dropout=m.input_dropout,
-                    unroll=m.unroll, rngs=nnx.Rngs(config.seed),
-                    matmul_dtype=None if matmul_dtype == "float32" else matmul_dtype,
-                    gate_activation=m.gate_activation, cell=m.cell, dropout_kind=m.dropout_kind,
-                    embed_dropout=m.embed_dropout, weight_drop=m.weight_drop, zoneout_h=m.zoneout_h,
-                    zoneout_c=m.zoneout_c)
+    return CharLSTM(vocab_size, ModelConfig.from_config(config.model), rngs=nnx.Rngs(config.seed))
 
 
 def init_train_state(config, vocab_size: int, total_steps: int = 1):

@@ -21,19 +21,13 @@ from flax import nnx
 
 from lstm import checkpoint, data, distributed, environment, host_memory, regularisers, sample, schedules
 from lstm.logger import MetricLogger
+from lstm.model import ModelConfig
 from lstm.sentences import SentenceWindows
-
-# The state and the loading of trained runs live in lstm.state; these names stay importable
-# from here, where notebooks and earlier scripts found them.
-from lstm.state import (  # noqa: F401
+from lstm.state import (
     ConfigError,
     TrainState,
-    build_model,
     flatten_state,
     init_train_state,
-    load_model,
-    load_state,
-    resolve_matmul_dtype,
     started_matmul_dtype,
     unflatten_state,
     upgrade_config,
@@ -183,6 +177,23 @@ def evaluate(eval_step, params, corpus, num_tokens, config, mesh, sentences=None
     return result
 
 
+def prepare_process(config: ml_collections.ConfigDict) -> None:
+    """The process-wide setup a training config asks for, which `train_and_evaluate` leaves to
+    its caller because it outlives the call: glibc keeping freed host memory
+    (train.keep_freed_memory, irreversible), the CPU as train.cpu_devices JAX devices, and
+    joining a multi-process job when the environment describes one. Call it first, in a fresh
+    process, before anything starts JAX's backend: scripts/train.py does; a notebook may choose
+    to (train.cpu_devices then needs a fresh kernel)."""
+    config = upgrade_config(config)
+    if config.train.keep_freed_memory:  # before JAX's backend starts its threads
+        host_memory.keep_freed_memory()
+    try:  # both must precede any use of a JAX backend
+        distributed.split_cpu(config.train.cpu_devices)
+    except RuntimeError as error:
+        raise ConfigError(f"train.cpu_devices: {error}") from None
+    distributed.initialize()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
@@ -193,16 +204,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """
     config = upgrade_config(config)
     validate_config(config)
-    if config.train.keep_freed_memory:  # before JAX's backend starts its threads
-        host_memory.keep_freed_memory()
-    try:  # both must precede any use of a JAX backend
-        distributed.split_cpu(config.train.cpu_devices)
-    except RuntimeError as error:
-        raise ConfigError(f"train.cpu_devices: {error}") from None
-    distributed.initialize()
+    cpus = len(jax.devices("cpu"))
+    if config.train.cpu_devices > 0 and cpus != config.train.cpu_devices:
+        raise ConfigError(f"train.cpu_devices={config.train.cpu_devices}, but this process has {cpus} CPU devices: "
+                          f"call lstm.train.prepare_process(config) first, in a fresh process (scripts/train.py does)")
     # Explicit before the config is recorded, so sampling and resuming elsewhere use the dtype
     # the run trained with; a resumed "auto" run keeps the one it started with.
-    config.model.matmul_dtype = resolve_matmul_dtype(config.model.matmul_dtype, started_matmul_dtype(workdir))
+    config.model.matmul_dtype = ModelConfig.from_config(config.model, started_matmul_dtype(workdir)).matmul_dtype
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab

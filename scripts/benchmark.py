@@ -36,7 +36,7 @@ _ROUNDS = flags.DEFINE_integer("rounds", 7, "train, iteration: interleaved timin
 _UNROLLS = flags.DEFINE_list("unrolls", ["1"], "train: scan unrolls of our step to time.")
 _MATMUL_DTYPES = flags.DEFINE_list("matmul_dtypes", ["float32"],
                                    "train: our step's matmul operand dtypes to time (float32, bfloat16).")
-_CELLS = flags.DEFINE_list("cells", ["lstm"], "train: cell variants of our step to time (lstm/variants.py), "
+_CELLS = flags.DEFINE_list("cells", ["lstm"], "train: cell variants of our step to time (lstm/cells/), "
                            "e.g. lstm,peephole,cifg,layernorm.")
 _BATCH = flags.DEFINE_integer("batch", None, "train, iteration: override every shape's batch size (smoke runs).")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", None, "train, iteration: override every shape's window length (smoke runs).")
@@ -78,7 +78,7 @@ def train_section():
         raise ValueError("--batch, --seq_len and --rounds must be >= 1")
     configs = {name: cli.load_config_file(os.path.join(CONFIGS, f"{name}.py"), overrides)
                for name in _SHAPES.value}
-    from lstm.variants import CELLS
+    from lstm.cells import CELLS
     bad_cells = sorted(set(_CELLS.value) - set(CELLS))
     if bad_cells:
         raise ValueError(f"unknown --cells value {bad_cells[0]!r}; choose from {', '.join(CELLS)}")

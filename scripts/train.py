@@ -26,6 +26,7 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join("runs", config.name)
     with cli.one_line_errors(interrupted="interrupted; run the same command again to resume from "
                                          "the latest checkpoint"):
+        train.prepare_process(config)  # the allocator, CPU devices, multi-process: this process's, not the library's
         summary = train.train_and_evaluate(config, workdir)
     print(cli.format_summary(summary, workdir))
 

@@ -1,4 +1,4 @@
-"""The cell against the textbook equations, a Python loop, finite differences and Flax's cell.
+"""The LSTM against the textbook equations, a Python loop, finite differences and Flax's cell.
 
 Sizes are all different (batch 3, time 4, input 5, hidden 6) so a swapped axis fails loudly.
 """
@@ -11,7 +11,9 @@ import pytest
 from flax import linen as nn
 from flax import nnx
 
-from lstm.cell import GATE_ORDER, LSTMCell, LSTMState
+from lstm import recurrence
+from lstm.cells.lstm import GATE_ORDER, LSTM, LSTMState
+from lstm.layer import LSTMCell
 from tests.numpy_reference import lstm_sequence, to_numpy_gates
 
 B, T, I, H = 3, 4, 5, 6
@@ -27,10 +29,10 @@ def float64():
         jax.config.update("jax_enable_x64", previous)
 
 
-def random_cell(seed=0, dtype=jnp.float32, gate_activation="sigmoid"):
+def random_cell(seed=0, dtype=jnp.float32, gate_activation="sigmoid", unroll=1):
     """A cell with every parameter random and O(1), so no gate sits in a flat region (hard
     sigmoid gates: some do, and `test_every_gate_...` checks that both regions occur)."""
-    cell = LSTMCell(I, H, rngs=nnx.Rngs(seed), param_dtype=dtype, gate_activation=gate_activation)
+    cell = LSTMCell(I, H, rngs=nnx.Rngs(seed), param_dtype=dtype, gate_activation=gate_activation, unroll=unroll)
     rng = np.random.default_rng(seed + 100)
     cell.set_gate_params({
         n: {"W_x": rng.normal(0, 0.5, (I, H)), "W_h": rng.normal(0, 0.5, (H, H)), "b": rng.normal(0, 0.5, H)}
@@ -48,8 +50,8 @@ def random_inputs(seed=1, dtype=np.float32):
 
 def run_traced(cell, xs, h0, c0):
     x_proj = cell.project_inputs(jnp.swapaxes(jnp.asarray(xs), 0, 1))
-    final, (hs, cs, gates) = cell.scan(x_proj, LSTMState(jnp.asarray(h0), jnp.asarray(c0)), trace=True)
-    steps = {n: getattr(gates, n) for n in GATE_ORDER} | {"c": cs, "h": hs}
+    final, (states, gates) = cell.scan(x_proj, LSTMState(jnp.asarray(h0), jnp.asarray(c0)), trace=True)
+    steps = gates._asdict() | states._asdict()
     return final, {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in steps.items()}
 
 
@@ -121,7 +123,7 @@ def test_every_gate_matches_numpy_to_1e12_in_float64(gate_activation):
 
 
 def test_hard_sigmoid_gates_are_kerass_piecewise_line():
-    from lstm.cell import hard_sigmoid
+    from lstm.cells.contract import hard_sigmoid
     z = jnp.asarray([-3.0, -2.5, -1.0, 0.0, 1.0, 2.5, 3.0])
     np.testing.assert_allclose(hard_sigmoid(z), [0.0, 0.0, 0.3, 0.5, 0.7, 1.0, 1.0], atol=1e-7)
 
@@ -144,13 +146,13 @@ def test_scan_equals_python_loop_of_single_steps():
 
 @pytest.mark.parametrize("unroll", [1, 3, T])
 def test_split_sequence_with_carried_state_equals_whole_sequence(unroll):
-    cell = random_cell()
+    cell = random_cell(unroll=unroll)
     xs, h0, c0 = random_inputs()
     x_proj = cell.project_inputs(jnp.swapaxes(jnp.asarray(xs), 0, 1))
     state0 = LSTMState(jnp.asarray(h0), jnp.asarray(c0))
-    whole_final, whole_hs = cell.scan(x_proj, state0, unroll=unroll)
-    mid, first_hs = cell.scan(x_proj[:1], state0, unroll=unroll)
-    split_final, second_hs = cell.scan(x_proj[1:], mid, unroll=unroll)
+    whole_final, whole_hs = cell.scan(x_proj, state0)
+    mid, first_hs = cell.scan(x_proj[:1], state0)
+    split_final, second_hs = cell.scan(x_proj[1:], mid)
     np.testing.assert_allclose(jnp.concatenate([first_hs, second_hs]), whole_hs, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(split_final.c, whole_final.c, rtol=1e-6, atol=1e-6)
 
@@ -222,10 +224,10 @@ def test_the_scans_backward_equals_autodiff_of_the_plain_scan_in_float64(gate_ac
     """The scan's custom VJP (the step's vjp kept per step, dW_h after the loop) against JAX's own
     differentiation of the same forward scan, for every input (W_h, the projected inputs, h0
     and c0) and both outputs, unrolled by 2."""
-    from lstm.cell import derived_recurrence, lstm_step
+    spec = recurrence.Recurrence(LSTM(gate_activation), unroll=2)
 
     def autodiff_reference(W_h, x_proj, state):
-        step = lambda carry, xp: (lstm_step(W_h, carry, xp, None, gate_activation)[0],) * 2
+        step = lambda carry, xp: (recurrence.step(spec, {"W_h": W_h}, carry, xp)[0],) * 2
         return jax.lax.scan(step, state, x_proj)
 
     with float64():
@@ -242,7 +244,7 @@ def test_the_scans_backward_equals_autodiff_of_the_plain_scan_in_float64(gate_ac
                 return jnp.sum(hs * w_hs) + jnp.sum(final.h * w_h) + jnp.sum(jnp.cos(final.c) * w_c)
             return jax.grad(scalar, argnums=(0, 1, 2))(W_h, x_proj, state)
 
-        ours = loss(lambda W, x, s: derived_recurrence(W, {}, x, s, 2, None, gate_activation))
+        ours = loss(lambda W, x, s: recurrence.scan(spec, {"W_h": W}, x, s))
         reference = loss(autodiff_reference)
         for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -251,7 +253,7 @@ def test_the_scans_backward_equals_autodiff_of_the_plain_scan_in_float64(gate_ac
 @pytest.mark.parametrize("merge_time_and_batch", [True, False])
 def test_recurrent_weight_gradient_both_layouts_equal_the_numpy_sum_over_steps(merge_time_and_batch):
     # One device merges (T, B); several keep them apart. Both must be Σ_t h_{t-1}ᵀ dz_t.
-    from lstm.cell import recurrent_weight_gradient
+    from lstm.matmul import recurrent_weight_gradient
     with float64():
         rng = np.random.default_rng(3)
         h_prev, dzs = rng.normal(size=(T, B, H)), rng.normal(size=(T, B, 4 * H))

@@ -4,6 +4,7 @@ decoding, bfloat16, hard sigmoid, configs and old workdirs).
 
 Sizes are all different (batch 3, time 4, input 5, hidden 6) so a swapped axis fails loudly.
 """
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,17 +16,21 @@ from flax import nnx
 
 import lstm
 from configs import tiny
-from lstm import checkpoint, data, train
-from lstm.cell import LSTMCell, LSTMState, cell_step, derived_recurrence
-from lstm.variants import CELLS, get_variant
+from lstm import checkpoint, data, recurrence, train
+from lstm import state as run_state
+from lstm.cells import CELLS, get_cell
+from lstm.cells.contract import Extra
+from lstm.cells.lstm import LSTM, FeedbackState, Gates, LSTMState
+from lstm.layer import LSTMCell
 from tests.numpy_reference import to_numpy_gates, variant_sequence
 from tests.test_cell import float64, random_inputs
 
 B, T, I, H = 3, 4, 5, 6
+VARIANTS = tuple(cell for cell in CELLS if cell != "gru")  # the LSTM's; the GRU: tests/test_gru.py
 REMOVED = {"nig": ("i", 1.0), "nfg": ("f", 1.0), "nog": ("o", 1.0)}
 
 
-def random_cell(cell, seed=0, dtype=jnp.float32, gate_activation="sigmoid", matmul_dtype=None):
+def random_cell(cell, seed=0, dtype=jnp.float32, gate_activation="sigmoid", matmul_dtype="float32"):
     """Every parameter random, extras included: peepholes and LN gains away from their init,
     so a peephole read from the wrong c or a gain on the wrong gate changes the numbers."""
     layer = LSTMCell(I, H, rngs=nnx.Rngs(seed), param_dtype=dtype, gate_activation=gate_activation,
@@ -44,15 +49,20 @@ def random_cell(cell, seed=0, dtype=jnp.float32, gate_activation="sigmoid", matm
 def initial_gates(cell, seed=3, dtype=np.float32):
     """Gates handed to the first step, [B, k·H] in (0, 1), for a variant that feeds gates back
     (fgr); None for the others."""
-    width = len(get_variant(cell).feedback) * H
-    return np.random.default_rng(seed).uniform(0, 1, (B, width)).astype(dtype) if width else None
+    fed_back = get_cell(cell).Carry is FeedbackState
+    return np.random.default_rng(seed).uniform(0, 1, (B, 3 * H)).astype(dtype) if fed_back else None
+
+
+def carry_of(h0, c0, fed0=None):
+    if fed0 is None:
+        return LSTMState(jnp.asarray(h0), jnp.asarray(c0))
+    return FeedbackState(jnp.asarray(h0), jnp.asarray(c0), jnp.asarray(fed0))
 
 
 def run_traced(layer, xs, h0, c0, fed0=None):
     x_proj = layer.project_inputs(jnp.swapaxes(jnp.asarray(xs), 0, 1))
-    state = LSTMState(jnp.asarray(h0), jnp.asarray(c0), None if fed0 is None else jnp.asarray(fed0))
-    final, (hs, cs, gates) = layer.scan(x_proj, state, trace=True)
-    steps = gates._asdict() | {"c": cs, "h": hs}
+    final, (states, gates) = layer.scan(x_proj, carry_of(h0, c0, fed0), trace=True)
+    steps = gates._asdict() | {"c": states.c, "h": states.h}
     return final, {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in steps.items()}
 
 
@@ -62,7 +72,7 @@ def test_parameters_per_variant_and_their_initial_values():
                        "noaf": {"p": "ifo"}, "cifg": {"p": "io"}, "fgr": {"p": "ifo", "R": "ifo"},
                        "layernorm": {"gain_x": "ifgo", "bias_x": "ifgo", "gain_h": "ifgo",
                                      "bias_h": "ifgo", "gain": "c", "bias": "c"}}
-    assert set(expected_extras) == set(CELLS)
+    assert set(expected_extras) == set(VARIANTS)
     for cell, extras in expected_extras.items():
         gates = LSTMCell(I, H, rngs=nnx.Rngs(0), cell=cell).gate_params()
         for group, params in gates.items():
@@ -76,7 +86,7 @@ def test_parameters_per_variant_and_their_initial_values():
                     np.testing.assert_array_equal(value, 0.0)  # peepholes, LN biases, fgr's R
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", VARIANTS)
 def test_set_gate_params_round_trips_every_piece(cell):
     layer = random_cell(cell)
     written = to_numpy_gates(layer.gate_params())
@@ -91,16 +101,16 @@ def test_set_gate_params_round_trips_every_piece(cell):
 
 def test_unknown_cell_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="cell must be one of lstm, np, peephole"):
-        LSTMCell(I, H, rngs=nnx.Rngs(0), cell="gru")
+        LSTMCell(I, H, rngs=nnx.Rngs(0), cell="bogus")
     config = tiny.get_config()
-    config.model.cell = "gru"
-    with pytest.raises(train.ConfigError, match="model.cell must be one of lstm, np, peephole") as error:
-        train.validate_config(config)
+    config.model.cell = "bogus"
+    with pytest.raises(run_state.ConfigError, match="model.cell must be one of lstm, np, peephole") as error:
+        run_state.validate_config(config)
     assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", VARIANTS)
 def test_every_gate_c_and_h_match_the_papers_equations_in_float64(cell, gate_activation):
     with float64():
         layer = random_cell(cell, dtype=jnp.float64, gate_activation=gate_activation)
@@ -139,7 +149,7 @@ def test_np_is_lstm_and_lstm_is_unchanged():
     np.testing.assert_allclose(got["h"], want["h"], rtol=1e-6, atol=1e-7)
 
 
-def losses_of(graphdef, gate_activation, weights):
+def losses_of(graphdef, weights):
     """(loss through the derived backward, loss through autodiff of a plain scan of the same
     step), both of (the layer's parameters, xs, h0, c0[, the gates fed to the first step]).
     The parameters enter through project_inputs (so a variant's own input preparation,
@@ -149,23 +159,25 @@ def losses_of(graphdef, gate_activation, weights):
         def scalar(params, xs, h0, c0, fed0=None):
             layer = nnx.merge(graphdef, params)
             x_proj = layer.project_inputs(jnp.swapaxes(xs, 0, 1))
-            final, hs = forward(layer.cell, layer.W_h[...], layer._extras(), x_proj, LSTMState(h0, c0, fed0))
+            final, hs = forward(layer, x_proj, carry_of(h0, c0, fed0))
             return jnp.sum(hs * weights[0]) + jnp.sum(final.h * weights[1]) + jnp.sum(jnp.sin(final.c))
         return scalar
 
-    def plain(cell, W_h, extras, x_proj, state):
-        def body(carry, xp):
-            new, _ = cell_step(cell, W_h, extras, carry, xp, None, gate_activation)
-            return new, new.h
-        return jax.lax.scan(body, state, x_proj)
+    def plain(layer, x_proj, carry):
+        params = layer.params()
 
-    derived = lambda cell, W_h, extras, x_proj, state: derived_recurrence(
-        W_h, extras, x_proj, state, 2, None, gate_activation, cell)
+        def body(carry, xp):
+            new, _ = recurrence.step(layer.recurrence, params, carry, xp)
+            return new, new.h
+        return jax.lax.scan(body, carry, x_proj)
+
+    derived = lambda layer, x_proj, carry: recurrence.scan(dataclasses.replace(layer.recurrence, unroll=2),
+                                                           layer.params(), x_proj, carry)
     return loss(derived), loss(plain)
 
 
 @pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", VARIANTS)
 def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell, gate_activation):
     """Gradients of every parameter of the layer, the inputs, h0 and c0: all entries against
     autodiff of a plain scan of the same step, and a few random
@@ -180,7 +192,7 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
         graphdef, params = nnx.split(layer)
         args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
         args += () if fed0 is None else (jnp.asarray(fed0),)
-        derived, plain = losses_of(graphdef, gate_activation, weights)
+        derived, plain = losses_of(graphdef, weights)
         both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
                                   jax.value_and_grad(lambda a: plain(*a))(a)))
         (loss, got), (plain_loss, want) = both(args)
@@ -207,14 +219,14 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
 @pytest.mark.parametrize("cell", ["peephole", "fgr", "layernorm"])
 def test_derived_backward_equals_autodiff_with_zoneout(cell):
     """The derived backward applies each step's vjp, kept by the forward scan with its cheap
-    arithmetic left to recompute (lstm/scans.py, RECOMPUTED_IN_BACKWARD); with zoneout's
+    arithmetic left to recompute (lstm/recurrence.py, RECOMPUTED_IN_BACKWARD); with zoneout's
     per-step masks it gives autodiff's gradients of a plain scan of the same step, in float64."""
     with float64():
         layer = random_cell(cell, dtype=jnp.float64)
         xs, h0, c0 = random_inputs(dtype=np.float64)
         fed0 = initial_gates(cell, dtype=np.float64)
         rng = np.random.default_rng(7)
-        zone = tuple(jnp.asarray(rng.random((T, B, H)) < rate, jnp.float64) for rate in (0.3, 0.5))
+        zone = {name: jnp.asarray(rng.random((T, B, H)) < rate, jnp.float64) for name, rate in (("h", 0.3), ("c", 0.5))}
         weights = jnp.asarray(rng.normal(size=(T, B, H)))
         graphdef, params = nnx.split(layer)
         args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0), None if fed0 is None else jnp.asarray(fed0))
@@ -224,20 +236,21 @@ def test_derived_backward_equals_autodiff_with_zoneout(cell):
                 params, xs, h0, c0, fed0 = args
                 layer = nnx.merge(graphdef, params)
                 x_proj = layer.project_inputs(jnp.swapaxes(xs, 0, 1))
-                final, hs = forward(layer.W_h[...], layer._extras(), x_proj, LSTMState(h0, c0, fed0))
+                final, hs = forward(layer, x_proj, carry_of(h0, c0, fed0))
                 return jnp.sum(hs * weights) + jnp.sum(jnp.sin(final.c))
             return scalar
 
-        def plain(W_h, extras, x_proj, state):
+        def plain(layer, x_proj, carry):
+            params = layer.params()
+
             def body(carry, inputs):
-                xp, keep_h, keep_c = inputs
-                new, _ = cell_step(cell, W_h, extras, carry, xp, zone=(keep_h, keep_c))
+                xp, zone_t = inputs
+                new, _ = recurrence.step(layer.recurrence, params, carry, xp, zone_t)
                 return new, new.h
-            return jax.lax.scan(body, state, (x_proj, *zone))
+            return jax.lax.scan(body, carry, (x_proj, zone))
 
         want = jax.grad(loss(plain))(args)
-        derived = lambda W_h, extras, x_proj, state: derived_recurrence(
-            W_h, extras, x_proj, state, 1, None, "sigmoid", cell, zone)
+        derived = lambda layer, x_proj, carry: recurrence.scan(layer.recurrence, layer.params(), x_proj, carry, zone)
         got = jax.grad(loss(derived))(args)
         for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
             np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12, err_msg=f"{cell} {jax.tree_util.keystr(path)}")
@@ -248,46 +261,61 @@ def test_the_backward_keeps_no_more_per_step_than_the_gates_c_and_tanh_c():
     gates, tanh c_t and c_{t-1} at most: the 7 [B, H] arrays the hand-written backward this
     replaced read. Without the recompute rule, jax.vjp also keeps the products on the way (11
     arrays), whose writing measured slower than redoing them in the reverse loop."""
-    from lstm import scans
-    layer = random_cell("lstm")
-    extras = layer._extras()
     step = jax.ShapeDtypeStruct((B, 4 * H), jnp.float32)
     state = LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H)))
-    new_state = scans._state_map("lstm", "sigmoid", H)
-    vjp = jax.eval_shape(lambda xp, hp: scans._step_vjp(new_state, xp, hp, state, extras, None)[1], step, step)
+    vjp = jax.eval_shape(lambda xp, hp: recurrence.step_vjp(LSTM(), {}, state, xp, hp)[1], step, step)
     assert sum(leaf.size for leaf in jax.tree.leaves(vjp)) <= 7 * B * H
 
 
-def test_a_new_variant_needs_no_backward_code(monkeypatch):
-    """The module docstring's example, registered as written: its gradients (the new leak
-    parameter's included) come out of the derived backward equal to autodiff."""
-    from lstm import variants
+def test_a_new_cell_needs_no_backward_code(monkeypatch):
+    """The contract's docstring example (lstm/cells/contract.py), registered as written: its
+    gradients (the new leak parameter's included) come out of the derived backward equal to
+    autodiff of a plain scan of its step."""
+    from lstm import cells
 
-    def leaky(p, x_proj, h_proj, c_prev, sigma):
-        z = variants.split_gates(x_proj + h_proj)
-        i, f, g, o = sigma(z["i"]), sigma(z["f"]), jnp.tanh(z["g"]), sigma(z["o"])
-        c = p["f"]["leak"] * f * c_prev + i * g
-        h = o * jnp.tanh(c)
-        return h, c, {"i": i, "f": f, "g": g, "o": o}
+    @dataclasses.dataclass(frozen=True)
+    class Leaky(LSTM):
+        extras = {"leak": Extra(("f",), 1.0)}
 
-    monkeypatch.setitem(variants.VARIANTS, "leaky", variants.Variant(leaky, extras={"leak": (("f",), 1.0)}))
+        def step(self, p, carry, x_proj, h_proj):
+            i, f, g, o = self.split(x_proj + h_proj)
+            i, f, g, o = self.sigma(i), self.sigma(f), jnp.tanh(g), self.sigma(o)
+            c = p["f"]["leak"] * f * carry.c + i * g
+            return LSTMState(h=o * jnp.tanh(c), c=c), Gates(i, f, g, o)
+
+    monkeypatch.setitem(cells.CELLS, "leaky", Leaky)
     layer = random_cell("leaky")
     xs, h0, c0 = random_inputs()
     rng = np.random.default_rng(5)
     weights = tuple(jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in ((T, B, H), (B, H)))
     graphdef, params = nnx.split(layer)
     args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
-    derived, plain = losses_of(graphdef, "sigmoid", weights)
+    derived, plain = losses_of(graphdef, weights)
     got, want = (jax.grad(loss, argnums=range(4))(*args) for loss in (derived, plain))
     assert np.abs(np.asarray(got[0]["extras"]["leak"][...])).max() > 0
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_sums_projections_holds_exactly_where_a_cell_declares_it(cell):
+    """A cell with sums_projections has its backward store one cotangent for x_proj and h_proj:
+    the step's vjp must give the two equal. A cell without it must read them apart (else the
+    flag is merely missing, which costs a stored array per step)."""
+    layer = random_cell(cell)
+    carry = layer.initial_state(B)
+    carry = jax.tree.map(lambda x: x + jnp.asarray(np.random.default_rng(2).uniform(0, 1, x.shape), x.dtype), carry)
+    rng = np.random.default_rng(3)
+    xp, hp = (jnp.asarray(rng.normal(size=(B, 4 * H if cell != "gru" else 3 * H)), jnp.float32) for _ in range(2))
+    new, vjp = recurrence.step_vjp(layer.cell, layer.cell.step_params(layer.params()), carry, xp, hp)
+    d_xp, dz, *_ = vjp(jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), new))
+    assert bool(jnp.array_equal(d_xp, dz)) == layer.cell.sums_projections
+
+
 V = 7
 
 
-def variant_model(cell, encoding="onehot", matmul_dtype=None):
+def variant_model(cell, encoding="onehot", matmul_dtype="float32"):
     model = lstm.CharLSTM(V, hidden_sizes=(6, 5), encoding=encoding, embed_dim=4, cell=cell,
                           matmul_dtype=matmul_dtype, rngs=nnx.Rngs(0))
     rng = np.random.default_rng(1)
@@ -297,14 +325,14 @@ def variant_model(cell, encoding="onehot", matmul_dtype=None):
     return model
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", VARIANTS)
 def test_trace_emits_each_variants_gates_and_decoding_matches_the_forward_pass(cell):
     model = variant_model(cell, encoding="embed" if cell == "layernorm" else "onehot")
     tokens = jnp.asarray(np.random.default_rng(2).integers(0, V, (2, 5)), jnp.int32)
     logits, _ = model(tokens)
     traces = lstm.trace(model, tokens)
     for layer, layer_trace in zip(model.layers, traces):
-        assert set(layer_trace) == {"i", "f", "g", "o", "c", "h"}
+        assert set(layer_trace) == {"i", "f", "g", "o", "c", "h"} | ({"gates"} if cell == "fgr" else set())
         assert layer_trace["h"].shape == (2, 5, layer.hidden_size)
     if cell in REMOVED:
         gate, constant = REMOVED[cell]
@@ -322,7 +350,7 @@ def test_trace_emits_each_variants_gates_and_decoding_matches_the_forward_pass(c
 @pytest.mark.parametrize("cell", ["peephole", "layernorm"])
 def test_bfloat16_matmuls_track_float32_forward_and_backward(cell):
     tokens = jnp.asarray(np.random.default_rng(4).integers(0, V, (2, 9)), jnp.int32)
-    models = [variant_model(cell, "scaled", dtype) for dtype in (None, "bfloat16")]
+    models = [variant_model(cell, "scaled", dtype) for dtype in ("float32", "bfloat16")]
 
     def value_and_grads(model):
         graphdef, params = nnx.split(model)
@@ -339,16 +367,16 @@ def test_bfloat16_matmuls_track_float32_forward_and_backward(cell):
 def test_a_saved_config_without_cell_loads_as_lstm(tmp_path):
     """A workdir written before the option existed: its config.json has no model.cell."""
     config, vocab = tiny.get_config(), data.Vocab.from_text("abcdefg")
-    _, _, state = train.init_train_state(config, len(vocab))
+    _, _, state = run_state.init_train_state(config, len(vocab))
     with checkpoint.Checkpointer(tmp_path) as saver:
-        saver.save(1, train.flatten_state(state))
+        saver.save(1, run_state.flatten_state(state))
         saved = config.to_dict()
         del saved["model"]["cell"]
         saver.write_meta(config=saved, vocab_json=vocab.to_json())
     assert "cell" not in json.loads((Path(tmp_path) / "checkpoints" / "config.json").read_text())["model"]
-    model, _, restored = train.load_model(tmp_path, which="latest")
+    model, _, restored = run_state.load_model(tmp_path, which="latest")
     assert restored.model.cell == "lstm"
-    assert all(layer.cell == "lstm" for layer in model.layers)
+    assert all(layer.cell == LSTM() for layer in model.layers)
     np.testing.assert_array_equal(model.layers[0].W_h[...], state.params["layers"][0]["W_h"][...])
 
 
@@ -372,7 +400,7 @@ def test_a_variant_trains_resumes_exactly_and_loads_with_its_extra_parameters(co
     for key in whole:
         np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(split[key]), err_msg=key)
     assert losses(tmp_path / "whole") == losses(tmp_path / "split")
-    model, _, restored = train.load_model(tmp_path / "split", which="latest")
+    model, _, restored = run_state.load_model(tmp_path / "split", which="latest")
     assert restored.model.cell == "fgr"
     for piece in ("p", "R"):  # trained away from their zero init, and restored
         assert np.abs(np.asarray(model.layers[0].gate_params()["i"][piece])).max() > 0, piece

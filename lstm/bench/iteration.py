@@ -8,7 +8,7 @@ median of interleaved rounds, and reported per iteration:
 - forward: the `lstm` step (matmul and gate math), emitting nothing;
 - forward + k outputs: the same, stacking k of (h, c, i, f, g, o) as the training forward
   stacks all six for its backward; the difference to `forward` is what the stacking costs;
-- backward: the backward of the `lstm` cell (derived_recurrence's pullback: the reverse loop,
+- backward: the backward of the `lstm` cell (recurrence.scan's pullback: the reverse loop,
   its per-step matmul and gate math, plus W_h's gradient as one matmul after the loop), given
   the forward's residuals;
 - dW_h: that one matmul after the loop alone, so `backward` − `dW_h` is the reverse loop.
@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lstm import recurrence
 from lstm.analysis.tables import text_table
-from lstm.cell import LSTMState, derived_recurrence, lstm_step, recurrent_weight_gradient
+from lstm.cells.lstm import LSTM, LSTMState
+from lstm.matmul import recurrent_weight_gradient
 
 STACKED = ("h", "c", "i", "f", "g", "o")
 
@@ -33,6 +35,7 @@ def _parts(batch: int, hidden: int, steps: int, seed: int = 0) -> dict:
     W_h = jax.random.normal(keys[0], (hidden, 4 * hidden)) / np.sqrt(hidden)
     x_proj = jax.random.normal(keys[1], (steps, batch, 4 * hidden))
     state = LSTMState(*(0.5 * jax.random.normal(k, (batch, hidden)) for k in keys[2:4]))
+    spec = recurrence.Recurrence(LSTM())
 
     def loop(x_proj, state):
         return jax.lax.scan(lambda h, xp: (h + xp[:, :hidden], None), state.h, x_proj)[0]
@@ -43,12 +46,12 @@ def _parts(batch: int, hidden: int, steps: int, seed: int = 0) -> dict:
 
     def forward(W_h, x_proj, state, outputs: int):
         def body(carry, xp):
-            new, gates = lstm_step(W_h, carry, xp)
+            new, gates = recurrence.step(spec, {"W_h": W_h}, carry, xp)
             values = {"h": new.h, "c": new.c, **gates._asdict()}
             return new, tuple(values[name] for name in STACKED[:outputs])
         return jax.lax.scan(body, state, x_proj)
 
-    _, pullback = jax.vjp(lambda W, x, s: derived_recurrence(W, {}, x, s), W_h, x_proj, state)
+    _, pullback = jax.vjp(lambda W, x, s: recurrence.scan(spec, {"W_h": W}, x, s), W_h, x_proj, state)
     cotangent = (LSTMState(jnp.ones_like(state.h), jnp.ones_like(state.c)),
                  jax.random.normal(keys[4], (steps, batch, hidden)))
     dzs = jax.random.normal(keys[4], (steps, batch, 4 * hidden))

@@ -129,7 +129,7 @@ def train_rows(configs, peers=bench_peers.PEERS, *, rounds: int = 5, warmup: int
 
     `configs` maps shape names (keys of CONFIG_VOCAB) to their configs, already overridden as
     the caller wants (a smaller batch for a smoke run). Ours is timed once per (matmul dtype,
-    unroll, cell) triple; cells are lstm/variants.py's names. A peer whose package is missing
+    unroll, cell) triple; cells are lstm/cells/'s names. A peer whose package is missing
     gives a row with `skipped` set."""
     log = log or (lambda message: None)
     peak = matmul_ceiling()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from lstm import cli  # noqa: E402
 
 _SHAPE = flags.DEFINE_string("shape", "bigger", "Config whose shape is profiled (small, bigger, shakespeare).")
-_CELL = flags.DEFINE_string("cell", "lstm", "Cell variant (lstm/variants.py).")
+_CELL = flags.DEFINE_string("cell", "lstm", "Cell (lstm/cells/).")
 _MATMUL_DTYPE = flags.DEFINE_string("matmul_dtype", "float32", "float32 or bfloat16 matmul operands.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Steps traced (after two warm-up steps).")
 _TOP = flags.DEFINE_integer("top", 25, "Ops listed, by self time.")

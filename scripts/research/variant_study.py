@@ -18,7 +18,7 @@ load; step time is reported beside them.
 The report per variant: the final held-out loss (nats/char and bits/char), mean ± sample sd
 over seeds; the median step time over its runs (compilation excluded; runs share the machine
 with nothing else only if the study is run alone); and the parameter count, stored and used
-(a removed gate keeps its unused blocks of the fused matrices, lstm/variants.py).
+(a removed gate keeps its unused blocks of the fused matrices, lstm/cells/lstm.py).
 
 runs/ does not outlive a session, so a study can grow across sessions: with --out naming an
 existing report of the same recipe and step count, the variants it holds that this call does
@@ -41,7 +41,7 @@ from lstm import cli  # noqa: E402
 
 # np is lstm's equations (Greff et al.'s "no peepholes"), so it would repeat lstm's runs.
 STUDY_CELLS = "lstm,peephole,nig,nfg,nog,niaf,noaf,cifg,fgr,layernorm"
-_CELLS = flags.DEFINE_list("cells", STUDY_CELLS, "Variants to train and report (lstm/variants.py).")
+_CELLS = flags.DEFINE_list("cells", STUDY_CELLS, "Variants to train and report (lstm/cells/).")
 _SEEDS = flags.DEFINE_list("seeds", "0,1,2", "Seeds per variant.")
 _STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per run (the recipe makes ~1,000 in its 120 s).")
 _MATMUL_DTYPE = flags.DEFINE_enum("matmul_dtype", "float32", ["float32", "bfloat16"],
@@ -78,22 +78,23 @@ def unused_gates(cell: str) -> list[str]:
     import jax
     import jax.numpy as jnp
 
-    from lstm import variants
+    from lstm.cells import get_cell
+    from lstm.cells.contract import per_group
 
-    variant, hidden = variants.get_variant(cell), 8
+    cell_def, hidden = get_cell(cell), 8
     keys = jax.random.split(jax.random.key(0), 4)
-    extras = {name: jax.random.normal(keys[0], variants.extra_shape(variant, name, hidden))
-              for name in variant.extras}
-    if variant.normalises_inputs:
-        extras["b"] = jax.random.normal(keys[0], (4 * hidden,))
-    p = variants.per_group(variant, extras, hidden)
-    x_proj, h_proj = (jax.random.normal(k, (3, 4 * hidden)) for k in keys[1:3])
-    c_prev = jax.random.normal(keys[3], (3, hidden))
-    sigmoid = jax.nn.sigmoid
-    (h, c), pullback = jax.vjp(lambda x: variant.step(p, x, h_proj, c_prev, sigmoid)[:2], x_proj)
-    (grad,) = pullback((jnp.ones_like(h), jnp.ones_like(c)))
-    blocks = variants.split_gates(grad)
-    return [gate for gate in variants.GATE_ORDER if not bool(jnp.any(blocks[gate] != 0))]
+    width = len(cell_def.gates) * hidden
+    params = {"W_h": jax.random.normal(keys[0], (hidden, width)), "b": jax.random.normal(keys[0], (width,))}
+    params |= {name: jax.random.normal(keys[0], extra.shape(hidden)) for name, extra in cell_def.extras.items()}
+    p = per_group(cell_def.step_params(params), cell_def.layout(), hidden)
+    x_proj, h_proj = (jax.random.normal(k, (3, width)) for k in keys[1:3])
+    carry = cell_def.initial_carry(3, hidden)
+    carry = carry._replace(h=jax.random.normal(keys[3], (3, hidden)))._replace(
+        **({"c": jax.random.normal(keys[3], (3, hidden))} if "c" in carry._fields else {}))
+    new, pullback = jax.vjp(lambda x: cell_def.step(p, carry, x, h_proj)[0], x_proj)
+    (grad,) = pullback(jax.tree.map(jnp.ones_like, new))
+    blocks = dict(zip(cell_def.gates, cell_def.split(grad)))
+    return [gate for gate in cell_def.gates if not bool(jnp.any(blocks[gate] != 0))]
 
 
 def parameter_counts(path: Path, cell: str) -> tuple[int, int]:
@@ -202,12 +203,12 @@ def main(argv):
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if _STEPS.value <= 0:
         cli.fail(f"--steps must be positive, not {_STEPS.value}")
-    from lstm import variants
     from lstm.analysis import results
+    from lstm.cells import CELLS
 
-    unknown = [c for c in _CELLS.value if c not in variants.CELLS]
+    unknown = [c for c in _CELLS.value if c not in CELLS]
     if unknown:
-        cli.fail(f"unknown cells {', '.join(unknown)}; choose from {', '.join(variants.CELLS)}")
+        cli.fail(f"unknown cells {', '.join(unknown)}; choose from {', '.join(CELLS)}")
     if not _REPORT_ONLY.value:
         for seed in _SEEDS.value:  # seed-major, so a study cut short still compares every variant
             for cell in _CELLS.value:
