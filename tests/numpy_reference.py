@@ -1,7 +1,7 @@
 """An independent float64 NumPy implementation of the textbook LSTM, for tests only.
 
 Written from the equations, with four separate per-gate matrices and no fused layout, so it
-shares no code (and no layout assumptions) with `lstm.cell`.
+shares no code (and no layout assumptions) with `lstm.cells`.
 """
 import numpy as np
 
@@ -96,5 +96,26 @@ def variant_sequence(cell, gates, xs, h0, c0, gate_activation="sigmoid", fed0=No
             g = z
             previous = {"i": i, "f": f, "o": o}
         for name, value in zip("ifgoch", (i, f, g, o, c, h)):
+            record[name].append(value)
+    return {k: np.stack(v, axis=1) for k, v in record.items()}
+
+
+def gru_sequence(gates, xs, h0, gate_activation="sigmoid"):
+    """Cho et al. (2014)'s GRU in the form cuDNN and PyTorch's nn.GRU document, one gate at a
+    time: r = σ(x W_xr + h W_hr + b_r), z = σ(x W_xz + h W_hz + b_z),
+    n = tanh(x W_xn + b_n + r ⊙ (h W_hn + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
+    gates: {"r"|"z"|"n": {"W_x": [I, H], "W_h": [H, H], "b": [H]}}, with b_hn as gates["n"]["b_h"].
+    Returns per-step r, z, n, h, each [B, T, H]."""
+    sigma = {"sigmoid": sigmoid, "hard_sigmoid": keras_hard_sigmoid}[gate_activation]
+    p = {n: {k: np.asarray(v, np.float64) for k, v in piece.items()} for n, piece in gates.items()}
+    h = np.asarray(h0, np.float64)
+    record = {k: [] for k in ("r", "z", "n", "h")}
+    for t in range(xs.shape[1]):
+        x = np.asarray(xs[:, t], np.float64)
+        r = sigma(x @ p["r"]["W_x"] + h @ p["r"]["W_h"] + p["r"]["b"])
+        z = sigma(x @ p["z"]["W_x"] + h @ p["z"]["W_h"] + p["z"]["b"])
+        n = np.tanh(x @ p["n"]["W_x"] + p["n"]["b"] + r * (h @ p["n"]["W_h"] + p["n"]["b_h"]))
+        h = (1.0 - z) * n + z * h
+        for name, value in zip("rznh", (r, z, n, h)):
             record[name].append(value)
     return {k: np.stack(v, axis=1) for k, v in record.items()}

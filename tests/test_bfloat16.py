@@ -11,8 +11,10 @@ from flax import nnx
 
 import lstm
 from configs import small, tiny
-from lstm import environment, state, train
-from lstm.cell import GATE_ORDER, LSTMCell, LSTMState, derived_recurrence, lstm_step, matmul
+from lstm import environment, model, recurrence, state
+from lstm.cells.lstm import GATE_ORDER, LSTM, LSTMState
+from lstm.layer import LSTMCell
+from lstm.matmul import matmul
 from tests.numpy_reference import sigmoid
 
 B, T, I, H = 3, 5, 4, 6
@@ -66,7 +68,7 @@ def test_bfloat16_scan_matches_numpy_equations_with_rounded_operands():
     # Same rounded operands, so only float32 elementwise error is left. (A float32 h could in
     # principle round to the other bfloat16 neighbour than the float64 h; these inputs do not.)
     np.testing.assert_allclose(hs, np.stack(want), atol=1e-5)
-    fp32 = random_cell(None)
+    fp32 = random_cell("float32")
     _, hs32 = fp32.scan(fp32.project_inputs(jnp.asarray(xs, jnp.float32)), state)
     assert np.abs(np.asarray(hs32) - np.asarray(hs)).max() > 1e-4  # bfloat16 was really used
 
@@ -87,14 +89,14 @@ def test_bfloat16_custom_backward_equals_autodiff_of_the_same_scan():
     def autodiff(dtype):
         def forward(W_h, x_proj, state):
             def body(carry, xp):
-                new = lstm_step(W_h, carry, xp, dtype)[0]
+                new = recurrence.step(recurrence.Recurrence(LSTM(), dtype), {"W_h": W_h}, carry, xp)[0]
                 return new, new.h
             return jax.lax.scan(body, state, x_proj)
         return forward
 
-    ours = grads(lambda W, x, s: derived_recurrence(W, {}, x, s, 1, "bfloat16"))
+    ours = grads(lambda W, x, s: recurrence.scan(recurrence.Recurrence(LSTM(), "bfloat16"), {"W_h": W}, x, s))
     reference = grads(autodiff("bfloat16"))
-    exact = grads(autodiff(None))
+    exact = grads(autodiff("float32"))
     for got, want, full in zip(ours, reference, exact):
         assert got.dtype == jnp.float32
         # Both round their operands to bfloat16 (8-bit mantissa), at different points of the chain
@@ -107,7 +109,7 @@ def test_bfloat16_model_tracks_float32_and_decodes_consistently():
     tokens = jnp.asarray(np.random.default_rng(4).integers(0, vocab_size, (2, 9)), jnp.int32)
     for encoding in ("scaled", "onehot", "embed"):
         models = [lstm.CharLSTM(vocab_size, hidden_sizes=(16, 8), encoding=encoding, embed_dim=4,
-                                matmul_dtype=dtype, rngs=nnx.Rngs(5)) for dtype in (None, "bfloat16")]
+                                matmul_dtype=dtype, rngs=nnx.Rngs(5)) for dtype in ("float32", "bfloat16")]
         (logits32, _), (logits16, states) = (model(tokens) for model in models)
         assert logits16.dtype == jnp.float32 and all(s.c.dtype == jnp.float32 for s in states)
         assert 1e-5 < rel_error(logits16, logits32) < 2e-2, encoding
@@ -122,22 +124,25 @@ def test_bfloat16_model_tracks_float32_and_decodes_consistently():
 def test_config_option_builds_and_validates(monkeypatch):
     config = tiny.get_config()
     config.model.matmul_dtype = "float32"
-    assert train.build_model(config, 7).matmul_dtype is None
+    built = state.build_model(config, 7)
+    assert built.matmul_dtype == "float32" and all(layer.matmul_dtype == "float32" for layer in built.layers)
     config.model.matmul_dtype = "bfloat16"
-    train.validate_config(config)
-    assert train.build_model(config, 7).matmul_dtype == "bfloat16"
+    state.validate_config(config)
+    built = state.build_model(config, 7)
+    assert built.matmul_dtype == "bfloat16" and all(layer.matmul_dtype == "bfloat16" for layer in built.layers)
     # "auto" (the default): bfloat16 where the CPU multiplies it in hardware, float32 elsewhere.
     config.model.matmul_dtype = "auto"
-    train.validate_config(config)
-    for native, built in ((True, "bfloat16"), (False, None)):
+    state.validate_config(config)
+    for native, want in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(environment, "native_bfloat16", lambda native=native: native)
-        assert train.build_model(config, 7).matmul_dtype == built
-    assert state.resolve_matmul_dtype("auto", started_with="bfloat16") == "bfloat16"  # a resumed run
+        assert state.build_model(config, 7).matmul_dtype == want
+    assert model.resolve_matmul_dtype("auto", started_with="bfloat16") == "bfloat16"  # a resumed run
+    assert model.ModelConfig.from_config(config.model, auto_as="bfloat16").matmul_dtype == "bfloat16"
     assert small.get_config().model.matmul_dtype == "float32"  # the faithful configs keep float32
     config.model.matmul_dtype = "float16"
-    with pytest.raises(train.ConfigError, match="matmul_dtype must be one of auto, float32, bfloat16"):
-        train.validate_config(config)
-    with pytest.raises(ValueError, match="matmul_dtype"):
+    with pytest.raises(state.ConfigError, match="model.matmul_dtype must be one of auto, float32, bfloat16"):
+        state.validate_config(config)
+    with pytest.raises(ValueError, match="matmul_dtype must be one of float32, bfloat16"):
         LSTMCell(2, 3, rngs=nnx.Rngs(0), matmul_dtype="float16")
 
 

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from configs import tiny
-from lstm import train
+from lstm import state, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,7 @@ def test_one_step_on_four_devices_equals_one_step_on_one_device(tmp_path):
         import jax, numpy as np
         from configs import tiny
         from lstm import distributed, train
+        from lstm import state as run_state
         assert jax.device_count() == 4
         config = tiny.get_config()
         config.train.batch_size = 8
@@ -45,7 +46,7 @@ def test_one_step_on_four_devices_equals_one_step_on_one_device(tmp_path):
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
             mesh = distributed.data_mesh(devices)
-            graphdef, optimizer, state = train.init_train_state(config, 45)
+            graphdef, optimizer, state = run_state.init_train_state(config, 45)
             state = train.place_state(state, mesh)
             steps = train.make_train_steps(graphdef, optimizer, config)
             by_batch = distributed.batch_sharding(mesh, batch_axis=1)
@@ -54,7 +55,7 @@ def test_one_step_on_four_devices_equals_one_step_on_one_device(tmp_path):
                                    distributed.global_array(weights, by_batch),
                                    distributed.global_array(resets, distributed.replicated(mesh)))
             assert len(state.params['head_W'][...].sharding.device_set) == len(devices)
-            results.append((train.flatten_state(state), np.asarray(metrics['loss'])))
+            results.append((run_state.flatten_state(state), np.asarray(metrics['loss'])))
         (one, loss_one), (four, loss_four) = results
         np.testing.assert_allclose(loss_four, loss_one, rtol=1e-6)
         np.testing.assert_allclose(results[1][0]['.epoch_loss_sum'], results[0][0]['.epoch_loss_sum'], rtol=1e-6)
@@ -155,6 +156,10 @@ def test_train_refuses_cpu_devices_it_can_no_longer_make(corpus_path, tmp_path):
     config = tiny.get_config()
     config.data.path = str(corpus_path)
     config.train.cpu_devices = jax.device_count() + 1  # this test process's backend has started
-    with pytest.raises(train.ConfigError, match=r"^train.cpu_devices: \d+ CPU devices need a fresh process"):
+    with pytest.raises(state.ConfigError, match=r"^train.cpu_devices: \d+ CPU devices need a fresh process"):
+        train.prepare_process(config)
+    # Left unprepared, training refuses to run on another device count than the config asks for.
+    with pytest.raises(state.ConfigError, match=r"^train.cpu_devices=\d+, but this process has \d+ CPU devices: "
+                                                r"call lstm.train.prepare_process\(config\) first"):
         train.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()

@@ -6,6 +6,9 @@ import pytest
 from flax import nnx
 
 import lstm
+from lstm import recurrence
+from lstm import state as run_state
+from lstm.cells.lstm import LSTM
 from tests.numpy_reference import lstm_sequence, to_numpy_gates
 
 B, T, V = 3, 4, 7
@@ -67,12 +70,11 @@ def test_hard_sigmoid_from_the_config_reaches_every_layer_and_the_decoder():
     `build_model` train.py uses: the forward pass and token-by-token decoding both match the
     float64 NumPy model with Keras's hard sigmoid, and differ from the logistic one."""
     from configs import default
-    from lstm import train
     config = default.get_config()
     config.model.hidden_sizes, config.model.encoding = HIDDEN, "onehot"
     config.model.gate_activation = "hard_sigmoid"
     config.model.matmul_dtype = "float32"  # the NumPy reference multiplies in full precision
-    model = train.build_model(config, V)
+    model = run_state.build_model(config, V)
     rng = np.random.default_rng(1)
     for layer in model.layers:  # large biases, so some gates clip at exactly 0 or 1
         layer.set_gate_params({n: {"b": rng.normal(0, 2.0, layer.hidden_size)} for n in "ifo"})
@@ -172,9 +174,9 @@ def test_dropout_drops_at_the_requested_rate_and_rescales():
 def plain_forward(model, tokens, state, input_scale=None):
     """The model's forward pass written the plain way, for JAX's own autodiff: every input
     encoded as a dense vector and multiplied by W_x before the scan (one-hot as a matmul),
-    the scan over `lstm_step` with no custom VJP. `input_scale` [B, T, 1] stands for input
+    the scan over the LSTM's step with no custom VJP. `input_scale` [B, T, 1] stands for input
     dropout's mask on the first layer's input."""
-    from lstm.cell import lstm_step
+    spec = recurrence.Recurrence(LSTM())
     if model.encoding == "scaled":
         x = (tokens.astype(jnp.float32) / V)[..., None].astype(jnp.float64)
     elif model.encoding == "onehot":
@@ -187,7 +189,7 @@ def plain_forward(model, tokens, state, input_scale=None):
     finals = []
     for layer, layer_state in zip(model.layers, state):
         W_h = layer.W_h[...]
-        step = lambda carry, xp, W_h=W_h: (lstm_step(W_h, carry, xp)[0],) * 2
+        step = lambda carry, xp, W_h=W_h: (recurrence.step(spec, {"W_h": W_h}, carry, xp)[0],) * 2
         final, states = jax.lax.scan(step, layer_state, x @ layer.W_x[...] + layer.b[...])
         finals.append(final)
         x = states.h

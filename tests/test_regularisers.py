@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import lstm
-from lstm import regularisers, train
-from lstm.cell import cell_step
+from lstm import recurrence, regularisers, train
+from lstm import state as run_state
 from lstm.model import EMBEDDING_SITE, WEIGHT_DROP_SITE, ZONEOUT_SITE
 from tests.test_cell import float64
 from tests.test_train import final_params, losses, tiny_config
@@ -83,22 +83,24 @@ def masks_from(key, model):
         kept = jax.random.bernoulli(jax.random.fold_in(key, index), 1 - rate, shape)
         return jnp.where(kept, 1 / (1 - rate), 0.0)
 
-    locked = model.dropout_kind == "locked"
+    m = model.config
+    locked = m.dropout_kind == "locked"
     width = {"scaled": 1, "onehot": V, "embed": D}[model.encoding]
     masks = {}
     if model.encoding == "onehot":  # a [T, B, 1] factor, or a [B, V] mask on the one-hot vectors
-        masks["input"] = (keep(0, model.input_dropout, (B, V))[:, None, :] if locked
-                          else jnp.swapaxes(keep(0, model.input_dropout, (T, B, 1)), 0, 1))
+        masks["input"] = (keep(0, m.input_dropout, (B, V))[:, None, :] if locked
+                          else jnp.swapaxes(keep(0, m.input_dropout, (T, B, 1)), 0, 1))
     else:
-        masks["input"] = jnp.swapaxes(keep(0, model.input_dropout, (1 if locked else T, B, width)), 0, 1)
-    if model.embed_dropout:
-        masks["tokens"] = keep(EMBEDDING_SITE, model.embed_dropout, (V, 1))
-    masks["weights"] = [keep(WEIGHT_DROP_SITE + i, model.weight_drop, (h, 4 * h)) for i, h in enumerate(HIDDEN)]
-    masks["outputs"] = [jnp.swapaxes(keep(i + 1, model.dropout, (1 if locked else T, B, h)), 0, 1)
+        masks["input"] = jnp.swapaxes(keep(0, m.input_dropout, (1 if locked else T, B, width)), 0, 1)
+    if m.embed_dropout:
+        masks["tokens"] = keep(EMBEDDING_SITE, m.embed_dropout, (V, 1))
+    masks["weights"] = [keep(WEIGHT_DROP_SITE + i, m.weight_drop, (h, 4 * h)) for i, h in enumerate(HIDDEN)]
+    masks["outputs"] = [jnp.swapaxes(keep(i + 1, m.dropout, (1 if locked else T, B, h)), 0, 1)
                         for i, h in enumerate(HIDDEN)]
     # zoneout: 1 keeps a unit's previous value, drawn afresh for every step, sequence and unit
     masks["zone"] = [tuple(jax.random.bernoulli(jax.random.fold_in(key, ZONEOUT_SITE + 2 * i + j), rate, (T, B, h))
-                           .astype(jnp.float64) for j, rate in enumerate(model.zoneout)) for i, h in enumerate(HIDDEN)]
+                           .astype(jnp.float64) for j, rate in enumerate((m.zoneout_h, m.zoneout_c)))
+                     for i, h in enumerate(HIDDEN)]
     return masks
 
 
@@ -106,7 +108,8 @@ def evaluation_masks(model):
     """No dropout at evaluation; zoneout keeps its expected share of the previous state."""
     ones = lambda shape: jnp.ones(shape, jnp.float64)
     return {"input": 1.0, "weights": [1.0] * len(HIDDEN), "outputs": [ones((1, 1, 1))] * len(HIDDEN),
-            "zone": [tuple(jnp.full((T, B, 1), rate, jnp.float64) for rate in model.zoneout)] * len(HIDDEN)}
+            "zone": [tuple(jnp.full((T, B, 1), rate, jnp.float64) for rate in (model.config.zoneout_h,
+                                                                                 model.config.zoneout_c))] * len(HIDDEN)}
 
 
 def masked_plain_forward(model, tokens, state, masks):
@@ -116,7 +119,7 @@ def masked_plain_forward(model, tokens, state, masks):
     final states and the top layer's outputs before and after dropout (time-major)."""
     if model.encoding == "scaled":  # the model encodes k/V in float32, and drops it there
         x = (tokens.astype(jnp.float32) / V)[..., None]
-        x = jnp.where(jnp.asarray(masks["input"]) > 0, x / (1 - model.input_dropout), 0.0).astype(jnp.float64)
+        x = jnp.where(jnp.asarray(masks["input"]) > 0, x / (1 - model.config.input_dropout), 0.0).astype(jnp.float64)
     elif model.encoding == "onehot":
         x = jax.nn.one_hot(tokens, V, dtype=jnp.float64)
         if "tokens" in masks:
@@ -133,7 +136,7 @@ def masked_plain_forward(model, tokens, state, masks):
 
         def step(carry, inputs, W_h=W_h, layer=layer):
             xp, kh, kc = inputs
-            new, _ = cell_step(layer.cell, W_h, layer._extras(), carry, xp)
+            new, _ = recurrence.step(layer.recurrence, layer.params() | {"W_h": W_h}, carry, xp)
             new = lstm.LSTMState(kh * carry.h + (1 - kh) * new.h, kc * carry.c + (1 - kc) * new.c)
             return new, new
 
@@ -236,8 +239,8 @@ def test_bad_settings_are_refused_in_one_line():
         config = tiny.get_config()
         config.model.encoding = "scaled" if field == "embed_dropout" else "embed"
         setattr(config.model, field, value)
-        with pytest.raises(train.ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")) as error:
-            train.validate_config(config)
+        with pytest.raises(run_state.ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")) as error:
+            run_state.validate_config(config)
         assert "\n" not in str(error.value)
 
 
