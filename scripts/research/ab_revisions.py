@@ -3,6 +3,7 @@ make the default step slower?
 
     python scripts/research/ab_revisions.py --baseline=32e4616          # vs the working tree
     python scripts/research/ab_revisions.py --baseline=HEAD~3 --pairs=4 --shapes=bigger
+    python scripts/research/ab_revisions.py --baseline=main --cells=lstm,peephole,layernorm
 
 The baseline is checked out into a temporary git worktree. Then, `--pairs` times, each tree runs
 `scripts/benchmark.py train --peers= --json` in its own process, the order alternating from pair
@@ -30,19 +31,25 @@ _BASELINE = flags.DEFINE_string("baseline", None, "The git revision to compare t
 _PAIRS = flags.DEFINE_integer("pairs", 3, "Benchmark processes per tree, alternating.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timing rounds inside each process (its median is kept).")
 _SHAPES = flags.DEFINE_list("shapes", ["small", "bigger", "shakespeare"], "Shapes to time.")
+_CELLS = flags.DEFINE_list("cells", ["lstm"], "Cells to time at every shape (model.cell names both trees know).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 
 
 def time_tree(tree: Path) -> dict:
-    """{shape: s/step} of our default step, from one benchmark process run in `tree`."""
+    """{"shape" or "shape cell": s/step} of our step, from one benchmark process run in `tree`."""
     command = [sys.executable, str(tree / "scripts" / "benchmark.py"), "train", "--peers=", "--json",
-               f"--rounds={_ROUNDS.value}", f"--shapes={','.join(_SHAPES.value)}"]
+               f"--rounds={_ROUNDS.value}", f"--shapes={','.join(_SHAPES.value)}", f"--cells={','.join(_CELLS.value)}"]
     done = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         cli.fail(f"the benchmark in {tree} failed: {last}")
     rows = json.loads(done.stdout)["rows"]
-    return {row["shape"]: row["s_per_step"] for row in rows if row.get("s_per_step") is not None}
+    return {row_name(row["shape"], row.get("cell", "lstm")): row["s_per_step"]
+            for row in rows if row.get("s_per_step") is not None}
+
+
+def row_name(shape: str, cell: str) -> str:
+    return shape if _CELLS.value == ["lstm"] else f"{shape} {cell}"
 
 
 def main(argv):
@@ -68,7 +75,7 @@ def main(argv):
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=False)
     result = {"baseline": revision, "pairs": _PAIRS.value, "rounds": _ROUNDS.value, "shapes": {}}
-    for shape in _SHAPES.value:
+    for shape in [row_name(shape, cell) for shape in _SHAPES.value for cell in _CELLS.value]:
         a = [t[shape] for t in times["baseline"]]
         b = [t[shape] for t in times["working tree"]]
         ratios = [y / x for x, y in zip(a, b)]
