@@ -14,12 +14,15 @@ what, so nothing here is gated on the process index except the files Orbax does 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging as std_logging
 import math
 import numbers
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import jax
@@ -72,6 +75,43 @@ class _QuietOrbax(std_logging.Filter):
 
 
 _QUIET_ORBAX = _QuietOrbax()
+_quiet_depth, _quiet_lock = 0, threading.Lock()
+
+
+@contextlib.contextmanager
+def _orbax_quieted():
+    """_QuietOrbax on absl's logger (where Orbax logs) for the duration of a call into Orbax
+    only: the process's logging is as it was once the call returns. Nested calls share it."""
+    global _quiet_depth
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            logging.get_absl_logger().addFilter(_QUIET_ORBAX)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                logging.get_absl_logger().removeFilter(_QUIET_ORBAX)
+
+
+class _Quietly:
+    """An Orbax object whose every method call runs `_orbax_quieted`."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def __getattr__(self, name):
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def quietly(*args, **kwargs):
+            with _orbax_quieted():
+                return value(*args, **kwargs)
+        return quietly
 
 
 def _metric_of(metrics):
@@ -88,7 +128,9 @@ class _Manager(ocp.CheckpointManager):
         self.damaged_metrics = {}  # before Orbax's __init__, which reads the metrics
         super().__init__(*args, **kwargs)
 
-    # Orbax 0.12's private hook; tests/test_damaged_checkpoints.py notices if it goes.
+    # Orbax's private hook, the one way into the reading of metrics at open. pyproject pins the
+    # Orbax it was written against (tests/test_checkpoint.py fails on another version), and
+    # tests/test_damaged_checkpoints.py fails if the hook stops being called.
     def _get_metrics(self, step):
         try:
             return super()._get_metrics(step)
@@ -105,7 +147,6 @@ class Checkpointer:
             raise CheckpointError(f"best_mode must be 'min' or 'max', not {best_mode!r}")
         if keep_best < 0:
             raise CheckpointError(f"keep_best must be >= 0, not {keep_best}")
-        logging.get_absl_logger().addFilter(_QUIET_ORBAX)  # filters are a set: no duplicates
         self.workdir = os.fspath(workdir)
         self.directory = Path(workdir).absolute() / CHECKPOINTS  # Orbax refuses relative paths
         # One manager, not a `latest/` and a `best/` pair: each step is written once, and
@@ -136,14 +177,15 @@ class Checkpointer:
             create=False,  # the sampler must not litter a mistyped workdir; save() creates it
         )
         # Handlers named up front so item_metadata() works before the first restore.
-        self._manager = _Manager(
-            self.directory,
-            options=options,
-            item_handlers={
-                "state": ocp.StandardCheckpointHandler(),
-                "extra": ocp.JsonCheckpointHandler(),
-            },
-        )
+        with _orbax_quieted():
+            self._manager = _Quietly(_Manager(
+                self.directory,
+                options=options,
+                item_handlers={
+                    "state": ocp.StandardCheckpointHandler(),
+                    "extra": ocp.JsonCheckpointHandler(),
+                },
+            ))
         self._swept = False
 
     def latest_step(self) -> int | None:

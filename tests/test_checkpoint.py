@@ -242,3 +242,31 @@ def test_an_option_added_later_resumes_runs_saved_without_it(tmp_path):
 def test_missing_meta_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="config.json"):
         checkpoint.read_meta(tmp_path)
+
+
+def test_the_private_orbax_hook_is_pinned_to_the_orbax_it_was_written_for():
+    """lstm/checkpoint.py overrides CheckpointManager._get_metrics, a private method: another
+    Orbax may rename or stop calling it, so the version is pinned everywhere it is installed
+    from, and this fails the day the installed one differs."""
+    import importlib.metadata
+    import re
+
+    import orbax.checkpoint as ocp
+    root = Path(__file__).resolve().parents[1]
+    pins = {name: re.search(r"orbax-checkpoint==([0-9.]+)", (root / name).read_text()).group(1)
+            for name in ("pyproject.toml", "requirements.txt")}
+    assert pins["pyproject.toml"] == pins["requirements.txt"] == importlib.metadata.version("orbax-checkpoint")
+    assert callable(ocp.CheckpointManager._get_metrics)
+
+
+def test_checkpoints_leave_absls_logger_as_they_found_it(tmp_path):
+    """Orbax's chatter is filtered during calls into it only: no filter stays on absl's
+    process-wide logger after a save, a restore or a close."""
+    from absl import logging
+    before = list(logging.get_absl_logger().filters)
+    state = {"w": np.arange(3.0, dtype=np.float32)}
+    with Checkpointer(tmp_path) as saver:
+        saver.save(1, state, metric=1.0)
+        assert list(logging.get_absl_logger().filters) == before
+        saver.restore(state)
+    assert list(logging.get_absl_logger().filters) == before
