@@ -182,12 +182,12 @@ def run_text_ids(config, vocab, split: str):
     vocabulary stored with the checkpoints, or if --split=val finds nothing held out."""
     import ml_collections
 
-    from lstm import data
+    from lstm import cleaning, data
     corpus = data.load_corpus(ml_collections.ConfigDict({**config.data.to_dict(), "download": False}))
     if corpus.vocab != vocab:
-        raise data.DataError(f"{config.data.path} no longer gives the vocabulary the checkpoint "
-                             "was trained with; the text changed")
+        raise cleaning.DataError(f"{config.data.path} no longer gives the vocabulary the checkpoint "
+                                 "was trained with; the text changed")
     ids = corpus.train if split == "train" else corpus.val
     if ids is None:
-        raise data.DataError("--split=val: this run held nothing out (data.val_fraction=0)")
+        raise cleaning.DataError("--split=val: this run held nothing out (data.val_fraction=0)")
     return ids

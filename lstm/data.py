@@ -1,10 +1,9 @@
 """Clean text → Vocab → encoded ids → train/val split: `load_corpus`, and the pieces it is made of.
 
 The cleaning itself (Gutenberg markers, line endings, UTF-8 across chunk boundaries) is in
-`lstm.cleaning`; its public names (`read_text`, `clean_text`, `DataError`) are also importable
-from here. A file too large to encode in memory is streamed once into a memory-mapped cache
-keyed by its content and cleaning. The batch schedules that cut the ids into windows live in
-`lstm.schedules`.
+`lstm.cleaning`, and so are `read_text`, `clean_text` and `DataError`: import them from there. A
+file too large to encode in memory is streamed once into a memory-mapped cache keyed by its
+content and cleaning. The batch schedules that cut the ids into windows live in `lstm.schedules`.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm import cleaning, files
-from lstm.cleaning import CHUNK_BYTES, DataError, clean_text, read_text  # noqa: F401
+from lstm.cleaning import CHUNK_BYTES, DataError, read_text
 
 WONDERLAND_FILENAME = "wonderland.txt"
 # Gutenberg #11, the 2011 revision with straight quotes that the reference counts come from

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm import data
+from lstm import cleaning, data
 from lstm.model import CharLSTM
 from lstm.state import load_model
 
@@ -186,13 +186,13 @@ logits each step sampled from, [B, length, V].
 def normalize_seed(text: str, data_cfg=None) -> str:
     """Cleans a seed the way the corpus was cleaned (line endings, lower-casing, ascii_only,
     allowed_chars), so "Alice was" works with a model trained on lower-cased text. The rules
-    are data.py's own, so seed and corpus can never be cleaned differently."""
+    are lstm.cleaning's own, so seed and corpus can never be cleaned differently."""
     if data_cfg is None:
         return text
-    return data.clean_text(text, lowercase=data_cfg.get("lowercase", False),
-                           allowed_chars=data_cfg.get("allowed_chars") or None,
-                           ascii_only=data_cfg.get("ascii_only", False),
-                           crlf=data_cfg.get("crlf", False))
+    return cleaning.clean_text(text, lowercase=data_cfg.get("lowercase", False),
+                               allowed_chars=data_cfg.get("allowed_chars") or None,
+                               ascii_only=data_cfg.get("ascii_only", False),
+                               crlf=data_cfg.get("crlf", False))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -260,8 +260,8 @@ class Generator:
         cleaned = normalize_seed(seed_text, self.config.data if self.config else None)
         try:
             ids = self.vocab.encode(cleaned, unknown=unknown).astype(np.int32)
-        except data.DataError as error:
-            raise data.DataError(f"seed text: {error}; unknown='skip' drops them") from None
+        except cleaning.DataError as error:
+            raise cleaning.DataError(f"seed text: {error}; unknown='skip' drops them") from None
         return self.vocab.decode(ids), ids
 
     def prime(self, seed_ids, num_samples: int = 1):

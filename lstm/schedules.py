@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lstm.data import DataError
+from lstm.cleaning import DataError
 from lstm.sentences import SentenceWindows
 
 # Above this many windows the epoch's cached permutation would pass 64 MiB (int32); a Feistel

@@ -41,11 +41,11 @@ def corpus_window(config, rng: int) -> str:
     import ml_collections
     import numpy as np
 
-    from lstm import data
+    from lstm import cleaning, data
     cfg = config.data.to_dict()
     if not os.path.isfile(os.path.expanduser(cfg["path"])):
-        raise data.DataError(f"no --seed_text given and the training corpus {cfg['path']} is not "
-                             "here to pick a window from; pass --seed_text")
+        raise cleaning.DataError(f"no --seed_text given and the training corpus {cfg['path']} is not "
+                                 "here to pick a window from; pass --seed_text")
     corpus = data.load_corpus(ml_collections.ConfigDict({**cfg, "download": False}))
     length = min(int(cfg["seq_len"]), len(corpus.train))
     start = np.random.default_rng(rng).integers(0, len(corpus.train) - length + 1)

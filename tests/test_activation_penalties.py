@@ -11,6 +11,7 @@ from flax import nnx
 
 from configs import tiny
 from lstm import logger, regularisers, train
+from lstm import state as run_state
 from tests.test_cell import float64
 from tests.test_regularisers import HIDDEN, RATES, ZONEOUT, B, T, V, make_model, masked_plain_forward, masks_from
 from tests.test_train import tiny_config
@@ -110,6 +111,6 @@ def test_training_logs_the_terms_beside_an_unchanged_data_loss(corpus_path, tmp_
 def test_negative_coefficients_are_refused_in_one_line():
     config = tiny.get_config()
     config.train.temporal_activation_reg = -1.0
-    with pytest.raises(train.ConfigError, match="temporal_activation_reg must be >= 0") as error:
-        train.validate_config(config)
+    with pytest.raises(run_state.ConfigError, match="temporal_activation_reg must be >= 0") as error:
+        run_state.validate_config(config)
     assert "\n" not in str(error.value)

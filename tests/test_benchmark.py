@@ -87,7 +87,7 @@ def test_iteration_section_smoke_times_every_part_per_iteration():
     (["train", "--shapes=huge"], "unknown shape 'huge'"),
     (["train", "--rounds=0"], "must be >= 1"),
     (["train", "--matmul_dtypes=float16"], "unknown --matmul_dtypes value 'float16'"),
-    (["train", "--cells=gru"], "unknown --cells value 'gru'"),
+    (["train", "--cells=bogus"], "unknown --cells value 'bogus'"),
     (["iteration", "--shapes=huge"], "unknown shape 'huge'"),
     (["iteration", "--batch=0"], "must be >= 1"),
 ])

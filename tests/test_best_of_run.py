@@ -66,7 +66,7 @@ def test_a_race_keeps_and_reports_its_best_evaluation(corpus_path, tmp_path, scr
 
 def _load(workdir, which):
     graphdef, loaded, vocab, config, step = state.load_state(workdir, which)
-    return step, train.flatten_state(loaded), config
+    return step, state.flatten_state(loaded), config
 
 
 def test_a_resumed_run_remembers_its_best(corpus_path, tmp_path, scripted_evaluations):

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 import lstm
-from lstm import data, schedules
+from lstm import cleaning, data, schedules
 from lstm.analysis import char_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_compare_splits_each_mean_by_character_like_a_python_loop():
         assert sum(row.part[r] for row in rows) == pytest.approx(losses.mean())
     spreads = [max(row.part) - min(row.part) for row in rows]
     assert spreads == sorted(spreads, reverse=True)
-    with pytest.raises(data.DataError, match="same windows"):
+    with pytest.raises(cleaning.DataError, match="same windows"):
         char_loss.compare([runs[0], (runs[1][0], np.roll(targets, 1))], vocab)
 
 
@@ -128,9 +128,9 @@ def test_script_compares_checkpoints_against_a_numpy_recount(workdir):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert [c["step"] for c in report["checkpoints"]] == [2, 4] and report["windows"] == 50
-    from lstm import train
+    from lstm import state
     for index, step in enumerate([2, 4]):
-        model, vocab, config = train.load_model(workdir, step)
+        model, vocab, config = state.load_model(workdir, step)
         ids = data.load_corpus(config.data).train
         losses, targets = reference_losses(model, ids, config.data.seq_len, 50)
         assert report["checkpoints"][index]["mean_loss"] == pytest.approx(losses.mean(), rel=1e-5)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lstm import checkpoint, integrity, logger, train
+from lstm import checkpoint, integrity, logger, state, train
 from lstm.checkpoint import CheckpointError, UnreadableCheckpoint
 from tests.test_train import replayable
 
@@ -73,7 +73,7 @@ def forget_checksums(workdir):
 
 
 def assert_same_state(workdir_a, workdir_b, step):
-    a, b = (train.load_state(w, step)[1] for w in (workdir_a, workdir_b))
+    a, b = (state.load_state(w, step)[1] for w in (workdir_a, workdir_b))
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -105,7 +105,7 @@ def test_sampling_a_damaged_step_prints_one_line_and_tries_no_other(run, trained
     here = run / "checkpoints"
     assert lines[0].startswith(f"error: checkpoint step 30 in {here} is unreadable: "), lines
     with pytest.raises(UnreadableCheckpoint) as error:
-        train.load_state(run, "latest")
+        state.load_state(run, "latest")
     assert error.value.step == 30 and "\n" not in str(error.value)
     assert_same_state(run, trained, 20)  # the step below is untouched and still loads
 
@@ -172,7 +172,7 @@ def test_a_flipped_bit_is_caught_by_the_checksum(run):
     data[len(data) // 2] ^= 0x10
     path.write_bytes(bytes(data))
     with pytest.raises(UnreadableCheckpoint, match="has changed since it was saved") as error:
-        train.load_state(run, 30)
+        state.load_state(run, 30)
     assert error.value.step == 30
 
 
@@ -183,7 +183,7 @@ def test_a_damaged_metrics_file_names_its_step_and_is_set_aside_on_resume(
     # the other steps unreachable, nor let "best" be ranked without it.
     assert_same_state(run, trained, 30)
     with pytest.raises(UnreadableCheckpoint, match="metrics/metrics") as error:
-        train.load_state(run, "best")
+        state.load_state(run, "best")
     assert error.value.step == 20
     summary = train.train_and_evaluate(tiny_config(corpus_path), run)  # nothing left to train
     assert summary["step"] == 30

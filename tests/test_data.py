@@ -47,28 +47,28 @@ def write(tmp_path, content, name="corpus.txt"):
 @pytest.mark.parametrize("article", ["THIS", "THE"])
 def test_gutenberg_header_and_footer_are_dropped(tmp_path, article):
     path = write(tmp_path, GUTENBERG.replace("THIS PROJECT", f"{article} PROJECT"))
-    assert data.read_text(path) == GUTENBERG_BODY
+    assert cleaning.read_text(path) == GUTENBERG_BODY
 
 
 def test_text_without_markers_is_kept_whole(tmp_path):
     path = write(tmp_path, "no markers here\n\n*** START: FULL LICENSE ***\n")
-    assert data.read_text(path) == "no markers here\n\n*** START: FULL LICENSE ***\n"
-    raw = data.read_text(write(tmp_path, GUTENBERG), strip_gutenberg=False)
+    assert cleaning.read_text(path) == "no markers here\n\n*** START: FULL LICENSE ***\n"
+    raw = cleaning.read_text(write(tmp_path, GUTENBERG), strip_gutenberg=False)
     assert raw.startswith("The Project") and raw.endswith("*** START: FULL LICENSE ***\n")
 
 
 def test_bom_crlf_and_lone_cr_become_plain_lf(tmp_path):
     path = write(tmp_path, b"\xef\xbb\xbfone\r\ntwo\rthree\n\r\n")
-    assert data.read_text(path) == "one\ntwo\nthree\n\n"
+    assert cleaning.read_text(path) == "one\ntwo\nthree\n\n"
 
 
 def test_crlf_option_restores_windows_line_endings_everywhere(tmp_path, monkeypatch):
     path = write(tmp_path, b"\xef\xbb\xbfOne\r\ntwo\rthree\n\r\n")
     expected = "one\r\ntwo\r\nthree\r\n\r\n"
-    assert data.read_text(path, lowercase=True, crlf=True) == expected
+    assert cleaning.read_text(path, lowercase=True, crlf=True) == expected
     # "\r" is added after the allowed-characters filter, so the filter need not list it
-    assert data.read_text(path, allowed_chars="entw\n", crlf=True) == "ne\r\ntw\r\ntee\r\n\r\n"
-    assert data.clean_text("A\nb\r\n", lowercase=True, crlf=True) == "a\r\nb\r\n"
+    assert cleaning.read_text(path, allowed_chars="entw\n", crlf=True) == "ne\r\ntw\r\ntee\r\n\r\n"
+    assert cleaning.clean_text("A\nb\r\n", lowercase=True, crlf=True) == "a\r\nb\r\n"
     monkeypatch.setattr(cleaning, "_MAX_CARRIED_CHARS", 0)
     for chunk_bytes in (1, 2, 3, 64):  # a streamed CRLF pair cut anywhere still becomes one pair
         vocab, ids = data.encode_file(path, None, cache_dir=tmp_path / f"c{chunk_bytes}",
@@ -78,37 +78,37 @@ def test_crlf_option_restores_windows_line_endings_everywhere(tmp_path, monkeypa
 
 def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
     path = write(tmp_path, b"abc\n\xc3\xa9\xffdef")  # é is fine, 0xff at offset 6 is not
-    with pytest.raises(data.DataError, match=r"corpus\.txt.*0xff.*offset 6") as info:
-        data.read_text(path)
+    with pytest.raises(cleaning.DataError, match=r"corpus\.txt.*0xff.*offset 6") as info:
+        cleaning.read_text(path)
     assert "\n" not in str(info.value)
 
 
 def test_missing_empty_and_emptied_files_raise(tmp_path):
-    with pytest.raises(data.DataError, match="nothere.txt"):
-        data.read_text(tmp_path / "nothere.txt")
-    with pytest.raises(data.DataError, match="empty"):
-        data.read_text(write(tmp_path, b""))
-    with pytest.raises(data.DataError, match="no text left"):
-        data.read_text(write(tmp_path, "abc"), allowed_chars="xyz")
+    with pytest.raises(cleaning.DataError, match="nothere.txt"):
+        cleaning.read_text(tmp_path / "nothere.txt")
+    with pytest.raises(cleaning.DataError, match="empty"):
+        cleaning.read_text(write(tmp_path, b""))
+    with pytest.raises(cleaning.DataError, match="no text left"):
+        cleaning.read_text(write(tmp_path, "abc"), allowed_chars="xyz")
 
 
 def test_lowercase_ascii_only_and_allowed_chars(tmp_path):
     path = write(tmp_path, "Héllo, World!\n")
-    assert data.read_text(path, lowercase=True) == "héllo, world!\n"
-    assert data.read_text(path, ascii_only=True) == "Hllo, World!\n"
+    assert cleaning.read_text(path, lowercase=True) == "héllo, world!\n"
+    assert cleaning.read_text(path, ascii_only=True) == "Hllo, World!\n"
     letters = "abcdefghijklmnopqrstuvwxyz \n"
-    assert data.read_text(path, lowercase=True, allowed_chars=letters) == "hllo world\n"
-    assert data.read_text(path, allowed_chars="") == "Héllo, World!\n"  # "" means keep all
+    assert cleaning.read_text(path, lowercase=True, allowed_chars=letters) == "hllo world\n"
+    assert cleaning.read_text(path, allowed_chars="") == "Héllo, World!\n"  # "" means keep all
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "wonderland.txt").exists(), reason="no ../shared/data")
 def test_wonderland_matches_the_reference_count():
-    text = data.read_text(SHARED_DATA / "wonderland.txt", lowercase=True)
+    text = cleaning.read_text(SHARED_DATA / "wonderland.txt", lowercase=True)
     assert len(text) == 144_440 and len(set(text)) == 45  # data/README.md
     assert text.lstrip("\n").startswith("alice's adventures in wonderland")
     assert text.endswith("the end")
     # The tutorial's Windows copy: one "\r" more per line (3,348 lines) and a 46th symbol
-    windows = data.read_text(SHARED_DATA / "wonderland.txt", lowercase=True, crlf=True)
+    windows = cleaning.read_text(SHARED_DATA / "wonderland.txt", lowercase=True, crlf=True)
     assert len(windows) == 144_440 + 3_348 and len(set(windows)) == 46
     assert windows.count("\r\n") == windows.count("\n") == 3_348
 
@@ -133,10 +133,10 @@ def test_vocab_maps_sorted_characters_to_their_rank():
 
 def test_vocab_names_unknown_characters_or_skips_them():
     vocab = data.Vocab.from_text("abc")
-    with pytest.raises(data.DataError, match=r"2 characters .* 'z', 'é'") as info:
+    with pytest.raises(cleaning.DataError, match=r"2 characters .* 'z', 'é'") as info:
         vocab.encode("abzcé")
     assert "\n" not in str(info.value)
-    with pytest.raises(data.DataError, match=r"'\\r'"):  # invisible characters show as repr
+    with pytest.raises(cleaning.DataError, match=r"'\\r'"):  # invisible characters show as repr
         vocab.encode("a\r")
     assert vocab.encode("abzcé", unknown="skip").tolist() == [0, 1, 2]
 
@@ -147,7 +147,7 @@ def test_vocab_json_round_trip_keeps_any_unicode(tmp_path):
     vocab.save(tmp_path / "vocab.json")
     assert data.Vocab.load(tmp_path / "vocab.json") == vocab
     assert json.loads(vocab.to_json())["chars"] == sorted(set("naïve 🙂 日本\n\"\\"))
-    with pytest.raises(data.DataError):
+    with pytest.raises(cleaning.DataError):
         data.Vocab.from_json("{}")
 
 
@@ -162,7 +162,7 @@ def test_streamed_encoding_equals_in_memory_and_is_reused(tmp_path, monkeypatch)
     # Multi-byte UTF-8, CRLF, lone CR, and a final sigma whose lower case depends on context.
     body = "Çà et là, naïve 🙂 日本語\r\nline two\rline three ΟΔΟΣ ΟΔΟΣ\r\n" * 7
     path = write(tmp_path, "\ufeff" + GUTENBERG.replace("Once upon a time.", body))
-    expected = data.read_text(path, lowercase=True)
+    expected = cleaning.read_text(path, lowercase=True)
     vocab = data.Vocab.from_text(expected)
     for chunk_bytes in (1, 2, 3, 5, 7, 64):  # cuts every UTF-8 sequence and CRLF somewhere
         cache = tmp_path / f"cache{chunk_bytes}"
@@ -183,7 +183,7 @@ def test_streamed_encoding_equals_in_memory_and_is_reused(tmp_path, monkeypatch)
 
 def test_lines_longer_than_the_carry_limit_still_keep_crlf_whole(tmp_path, monkeypatch):
     path = write(tmp_path, "ab\r\ncé\r\r\n🙂d\re\r\n" * 5)
-    expected = data.read_text(path)
+    expected = cleaning.read_text(path)
     assert expected == "ab\ncé\n\n🙂d\ne\n" * 5
     monkeypatch.setattr(cleaning, "_MAX_CARRIED_CHARS", 0)  # every chunk is cut where it ends
     for chunk_bytes in (1, 2, 3, 4, 5):
@@ -195,9 +195,9 @@ def test_lines_longer_than_the_carry_limit_still_keep_crlf_whole(tmp_path, monke
 def test_streamed_encoding_reports_bad_bytes_and_unknown_characters(tmp_path):
     path = write(tmp_path, b"abcdef\xe9gh")  # 0xe9 opens a sequence that 'g' does not continue
     for chunk_bytes in (4, 7, 64):  # 7: the bad byte is carried over into the next chunk
-        with pytest.raises(data.DataError, match="offset 6"):
+        with pytest.raises(cleaning.DataError, match="offset 6"):
             data.encode_file(path, None, cache_dir=tmp_path / "c", chunk_bytes=chunk_bytes)
-    with pytest.raises(data.DataError, match="'x'"):
+    with pytest.raises(cleaning.DataError, match="'x'"):
         data.encode_file(write(tmp_path, "abx"), data.Vocab(("a", "b")), cache_dir=tmp_path / "c")
     assert not [p for p in (tmp_path / "c").iterdir() if p.suffix in (".bin", ".tmp")]
 
@@ -227,18 +227,18 @@ def test_split_holds_out_a_contiguous_tail():
     train, val = data.split_tail(ids, 0.0)
     assert train.tolist() == list(range(10)) and val is None
     for bad in (1.0, -0.1, float("nan"), "0.1"):
-        with pytest.raises(data.DataError, match="val_fraction"):
+        with pytest.raises(cleaning.DataError, match="val_fraction"):
             data.split_tail(ids, bad)
-    with pytest.raises(data.DataError, match="empty"):
+    with pytest.raises(cleaning.DataError, match="empty"):
         data.split_tail(ids, 0.95)  # int(10 * 0.05) = 0 training tokens
 
 
 def test_load_corpus_rejects_bad_fraction_and_missing_file(tmp_path):
-    with pytest.raises(data.DataError, match="val_fraction"):
+    with pytest.raises(cleaning.DataError, match="val_fraction"):
         data.load_corpus(config(write(tmp_path, "abc"), val_fraction=1.5))
-    with pytest.raises(data.DataError, match="other.txt"):
+    with pytest.raises(cleaning.DataError, match="other.txt"):
         data.load_corpus(config(tmp_path / "other.txt", download=True))
-    with pytest.raises(data.DataError, match="wonderland.txt not found"):
+    with pytest.raises(cleaning.DataError, match="wonderland.txt not found"):
         data.load_corpus(config(tmp_path / "wonderland.txt"))
 
 
@@ -274,7 +274,7 @@ def test_download_with_wrong_checksum_writes_nothing(tmp_path, monkeypatch):
     urlopen, _ = fake_urlopen({url: b"not the book" for url in data.WONDERLAND_URLS})
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
     dest = tmp_path / "data" / "wonderland.txt"
-    with pytest.raises(data.DataError, match="wonderland.txt not found and download fail") as info:
+    with pytest.raises(cleaning.DataError, match="wonderland.txt not found and download fail") as info:
         data.load_corpus(config(dest, download=True))
     assert "sha256" in str(info.value) and "\n" not in str(info.value)
     assert not dest.exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm import data, schedules, train
+from lstm import data, schedules, state, train
 from tests.test_model import reference_forward
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def run_script(*args):
 
 
 def reference_fractions(workdir, which):
-    model, vocab, config = train.load_model(workdir, which)
+    model, vocab, config = state.load_model(workdir, which)
     ids = data.load_corpus(config.data).train
     starts = schedules.tutorial_eval_starts(len(ids), config.data.seq_len, WINDOWS)
     windows = np.stack([np.asarray(ids[s:s + config.data.seq_len]) for s in starts])

@@ -12,6 +12,7 @@ import pytest
 
 from configs import tiny
 from lstm import sample, train
+from lstm import state as run_state
 
 GPU = ("cuda",)
 VOCAB = 11
@@ -44,7 +45,7 @@ def lowered_text(jitted, *args, **static) -> str:
                                                 ("stateful", "onehot"), ("sentences", "embed")])
 def test_train_and_eval_steps_lower_for_cuda(objective, encoding, matmul_dtype):
     config = shrunk(objective, encoding, matmul_dtype)
-    graphdef, optimizer, state = train.init_train_state(config, VOCAB, total_steps=10)
+    graphdef, optimizer, state = run_state.init_train_state(config, VOCAB, total_steps=10)
     steps, batch = config.train.steps_per_dispatch, config.train.batch_size
     corpus = jnp.zeros((64,), jnp.uint8)
     starts = jnp.zeros((steps, batch), jnp.int32)
@@ -63,7 +64,7 @@ def test_train_and_eval_steps_lower_for_cuda(objective, encoding, matmul_dtype):
 @pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
 def test_sampler_lowers_for_cuda(matmul_dtype):
     config = shrunk("all", "embed", matmul_dtype)
-    model = train.build_model(config, VOCAB)
+    model = run_state.build_model(config, VOCAB)
     generator = sample.Generator(model, data_vocab(), config)
     lowered_text(sample._prime, generator.graphdef, generator.params, jnp.zeros((1, 5), jnp.int32))
     states = generator._zero_states(3)

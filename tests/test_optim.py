@@ -13,6 +13,7 @@ import pytest
 
 from configs import default
 from lstm import optim, train
+from lstm import state as run_state
 
 ROOT = Path(__file__).resolve().parents[1]
 B1, B2 = 0.9, 0.999
@@ -120,11 +121,11 @@ def test_placements_share_optax_adam_state_layout():
 def test_config_names_a_bad_placement_and_defaults_old_configs_to_optax():
     config = default.get_config()
     config.train.eps_placement = "torch"
-    with pytest.raises(train.ConfigError, match="train.eps_placement must be one of optax, keras"):
-        train.validate_config(config)
+    with pytest.raises(run_state.ConfigError, match="train.eps_placement must be one of optax, keras"):
+        run_state.validate_config(config)
     del config.train["eps_placement"]  # a config saved before the option existed
-    upgraded = train.upgrade_config(config)
-    train.validate_config(upgraded)
+    upgraded = run_state.upgrade_config(config)
+    run_state.validate_config(upgraded)
     assert upgraded.train.eps_placement == "optax"
 
 
@@ -161,7 +162,7 @@ def test_adam_moments_script_on_a_trained_workdir(tmp_path, corpus_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     sizes = {name: p["size"] for name, p in report["parameters"].items()}
-    params = train.init_train_state(config, report_vocab_size(tmp_path / "run"))[2].params
+    params = run_state.init_train_state(config, report_vocab_size(tmp_path / "run"))[2].params
     assert sum(sizes.values()) == report["total"]["size"] == sum(x.size for x in jax.tree.leaves(params))
     assert report["adam_step"] == 3 and report["total"]["min"] <= report["total"]["median"]
     assert report["total"]["under"]["1e-12"] <= report["total"]["under"]["0.001"]

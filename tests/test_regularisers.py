@@ -107,9 +107,9 @@ def masks_from(key, model):
 def evaluation_masks(model):
     """No dropout at evaluation; zoneout keeps its expected share of the previous state."""
     ones = lambda shape: jnp.ones(shape, jnp.float64)
+    rates = (model.config.zoneout_h, model.config.zoneout_c)
     return {"input": 1.0, "weights": [1.0] * len(HIDDEN), "outputs": [ones((1, 1, 1))] * len(HIDDEN),
-            "zone": [tuple(jnp.full((T, B, 1), rate, jnp.float64) for rate in (model.config.zoneout_h,
-                                                                                 model.config.zoneout_c))] * len(HIDDEN)}
+            "zone": [tuple(jnp.full((T, B, 1), rate, jnp.float64) for rate in rates)] * len(HIDDEN)}
 
 
 def masked_plain_forward(model, tokens, state, masks):

@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 import lstm
-from lstm import checkpoint, data, sample
+from lstm import checkpoint, cleaning, data, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 V = 11
@@ -236,7 +236,7 @@ def data_config(**fields):
 def test_seed_is_cleaned_like_the_corpus_and_unknown_characters_are_named():
     generator = sample.Generator(small_model(), VOCAB, data_config(lowercase=True))
     assert generator.prepare_seed("A BAD Cab")[0] == "a bad cab"
-    with pytest.raises(data.DataError, match="'x'") as error:
+    with pytest.raises(cleaning.DataError, match="'x'") as error:
         generator.generate("a bix", 5)
     assert "\n" not in str(error.value)
     assert generator.prepare_seed("a bix", unknown="skip")[0] == "a bi"
@@ -265,14 +265,14 @@ def workdir(tmp_path_factory, corpus_path):
 
 def test_from_workdir_reproduces_the_in_memory_model(workdir):
     run_dir, config = workdir
-    from lstm import train
+    from lstm import state
     # The in-memory side owns nothing from the workdir's JSON: its config is the one trained
     # with, its vocabulary comes from the corpus, and its parameters are restored by hand.
     vocab = data.load_corpus(config.data).vocab
-    graphdef, _, target = train.init_train_state(config, len(vocab))
+    graphdef, _, target = state.init_train_state(config, len(vocab))
     with checkpoint.Checkpointer(run_dir) as saver:
-        _, flat, _ = saver.restore(train.flatten_state(target), which="latest")
-    model = nnx.merge(graphdef, train.unflatten_state(flat, target).params)
+        _, flat, _ = saver.restore(state.flatten_state(target), which="latest")
+    model = nnx.merge(graphdef, state.unflatten_state(flat, target).params)
     in_memory = sample.Generator(model, vocab, config)
     os.rename(config.data.path, config.data.path + ".away")  # the training text is not needed
     try:

@@ -34,8 +34,8 @@ def test_make_corpus_is_deterministic_exact_and_keeps_the_vocabulary(corpus_path
     text = a.decode("utf-8")
     assert len(text) == 50_000
     # Lines are whole source lines or two spliced at a space: only the source's characters.
-    from lstm import data
-    source = data.read_text(corpus_path)
+    from lstm import cleaning
+    source = cleaning.read_text(corpus_path)
     assert set(text) <= set(source) and len(set(text)) > 0.8 * len(set(source))
     # A longer file with the same seed starts with the shorter one: blocks do not depend on N.
     make_corpus.make_corpus(tmp_path / "d.txt", 60_000, seed=3, sources=sources)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm import data, schedules
+from lstm import cleaning, schedules
 
 
 def epoch_starts(schedule, epoch):
@@ -34,7 +34,7 @@ def test_ragged_last_batch_is_padded_with_weight_zero():
     schedule = schedules.WindowSchedule(10, 3, 3, objective="all")
     starts, weights = schedule.batch(0, 2)  # 7 windows: the last batch holds one
     assert weights.tolist() == [1.0, 0.0, 0.0] and set(starts.tolist()) <= set(range(7))
-    with pytest.raises(data.DataError, match="step 3"):
+    with pytest.raises(cleaning.DataError, match="step 3"):
         schedule.batch(0, 3)
 
 
@@ -42,7 +42,7 @@ def test_stride_and_the_tutorials_pattern_count():
     strided = schedules.WindowSchedule(10, 3, 2, objective="all", stride=2)
     assert sorted(epoch_starts(strided, 0)) == [0, 2, 4, 6]  # s + 3 <= 9
     assert schedules.WindowSchedule(147_674, 100, 128, objective="last").num_windows == 147_574
-    with pytest.raises(data.DataError, match="4 tokens.*window of 4"):
+    with pytest.raises(cleaning.DataError, match="4 tokens.*window of 4"):
         schedules.WindowSchedule(4, 4, 1, objective="last")
 
 
@@ -88,7 +88,7 @@ def test_stateful_streams_continue_row_for_row():
         assert targets.tolist() == list(range(stream_start + 1, stream_start + 10))
     later_epoch = [schedule.batch(5, k)[0].tolist() for k in range(3)]
     assert later_epoch == [[0, 11], [3, 14], [6, 17]]
-    with pytest.raises(data.DataError, match="too short"):
+    with pytest.raises(cleaning.DataError, match="too short"):
         schedules.StreamSchedule(7, 4, 2)
 
 
@@ -96,7 +96,7 @@ def test_make_schedule_picks_the_objective():
     assert isinstance(schedules.make_schedule("last", 100, 5, 4), schedules.WindowSchedule)
     assert schedules.make_schedule("all", 100, 5, 4, seed=2).objective == "all"
     assert isinstance(schedules.make_schedule("stateful", 100, 5, 4), schedules.StreamSchedule)
-    with pytest.raises(data.DataError, match="unknown objective 'next'"):
+    with pytest.raises(cleaning.DataError, match="unknown objective 'next'"):
         schedules.make_schedule("next", 100, 5, 4)
 
 
@@ -107,5 +107,5 @@ def test_evaluation_windows():
     spaced = schedules.tutorial_eval_starts(1000, 100, max_windows=10)
     assert spaced.dtype == np.int32 and spaced[0] == 0 and spaced[-1] == 899
     assert len(set(spaced.tolist())) == 10 and np.all(np.diff(spaced) > 0)
-    with pytest.raises(data.DataError):
+    with pytest.raises(cleaning.DataError):
         schedules.eval_windows(3, 3)

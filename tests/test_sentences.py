@@ -15,7 +15,8 @@ from flax import nnx
 
 import lstm
 from configs import tiny
-from lstm import data, logger, schedules, train
+from lstm import cleaning, data, logger, schedules, train
+from lstm import state as run_state
 from lstm.sample import Generator
 from lstm.sentences import SentenceWindows, split_sentences
 from tests.conftest import ROOT
@@ -68,7 +69,7 @@ def test_windows_cut_long_sentences_and_leave_out_short_and_late_ones():
     ("ab. cd.", "within 11 characters of its end"),
 ])
 def test_unusable_text_is_one_line_data_error(text, message):
-    with pytest.raises(data.DataError, match=message) as error:
+    with pytest.raises(cleaning.DataError, match=message) as error:
         SentenceWindows.from_text(text, 10)
     assert "\n" not in str(error.value)
 
@@ -108,7 +109,7 @@ def test_schedule_visits_every_sentence_once_with_its_weights():
     again = schedules.make_schedule("sentences", len(TEXT), T, 4, seed=3, text=TEXT)
     np.testing.assert_array_equal(again.batch(1, 2)[1], schedule.batch(1, 2)[1])
     assert schedule.batch(0, 2)[1][2:].sum() == 0  # 10 sentences: the last batch holds two
-    with pytest.raises(data.DataError, match="stride 2 is moot"):
+    with pytest.raises(cleaning.DataError, match="stride 2 is moot"):
         schedules.make_schedule("sentences", len(TEXT), T, 4, stride=2, text=TEXT)
 
 
@@ -248,7 +249,7 @@ def test_a_tiny_sentences_run_trains_evaluates_resumes_and_samples(corpus_path, 
     assert np.isfinite(whole["val_window_loss"]) and whole["val_window_loss"] != whole["val_loss"]
     # The held-out score is the held-out sentences', each scored alone by the NumPy model: the
     # documented rule re-applied by hand (cut to 33 characters, none starting in the last 32).
-    model, vocab, config = train.load_model(tmp_path / "whole", which="latest")
+    model, vocab, config = run_state.load_model(tmp_path / "whole", which="latest")
     held_out = vocab.decode(data.load_corpus(config.data).val)
     scored = [numpy_sentence_loss(model, vocab.encode(held_out[a:min(b, a + 33)]))
               for a, b in split_sentences(held_out) if b - a >= 2 and a + 33 <= len(held_out)]
@@ -272,6 +273,7 @@ def test_sharded_steps_and_evaluation_equal_one_device(corpus_path):
     code = f"""
         import jax, numpy as np
         from lstm import data, distributed, schedules, train
+        from lstm import state as run_state
         from tests.test_sentences import sentences_config
         assert jax.device_count() == 2
         config = sentences_config({str(corpus_path)!r})
@@ -283,7 +285,7 @@ def test_sharded_steps_and_evaluation_equal_one_device(corpus_path):
         results = []
         for devices in (jax.devices()[:1], jax.devices()):
             mesh = distributed.data_mesh(devices)
-            graphdef, optimizer, state = train.init_train_state(config, len(corpus.vocab))
+            graphdef, optimizer, state = run_state.init_train_state(config, len(corpus.vocab))
             state = train.place_state(state, mesh)
             ids = distributed.global_array(corpus.train, distributed.replicated(mesh))
             by_batch, by_row = distributed.batch_sharding(mesh, batch_axis=1), distributed.batch_sharding(mesh)
@@ -310,6 +312,6 @@ def test_a_corpus_without_sentences_is_refused_in_one_line(tmp_path):
     corpus = tmp_path / "list.txt"
     corpus.write_text("apples\npears\nplums\n" * 200)
     config = sentences_config(corpus)
-    with pytest.raises(data.DataError, match="no sentence terminator") as error:
+    with pytest.raises(cleaning.DataError, match="no sentence terminator") as error:
         train.train_and_evaluate(config, tmp_path / "run")
     assert "\n" not in str(error.value) and not (tmp_path / "run").exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lstm import checkpoint, environment, logger, train
+from lstm import checkpoint, environment, logger, state, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +38,10 @@ def final_params(workdir, config):
 
 def restore_latest(workdir, config):
     corpus_vocab = json.loads((Path(workdir) / "checkpoints" / "vocab.json").read_text())
-    _, _, target = train.init_train_state(config, len(corpus_vocab["chars"]))
+    _, _, target = state.init_train_state(config, len(corpus_vocab["chars"]))
     saver = checkpoint.Checkpointer(workdir)
     try:
-        step, flat, _ = saver.restore(train.flatten_state(target))
+        step, flat, _ = saver.restore(state.flatten_state(target))
     finally:
         saver.close()
     return step, flat
@@ -108,7 +108,7 @@ def test_auto_matmul_dtype_is_recorded_as_the_one_used_and_kept_on_resume(corpus
     config.train.max_steps = 20
     assert train.train_and_evaluate(config, tmp_path / "run")["step"] == 20
     assert recorded(tmp_path / "run") == "bfloat16"
-    assert train.load_model(tmp_path / "run")[0].matmul_dtype == "bfloat16"
+    assert state.load_model(tmp_path / "run")[0].matmul_dtype == "bfloat16"
     train.train_and_evaluate(config, tmp_path / "fresh")
     assert recorded(tmp_path / "fresh") == "float32"
 
@@ -220,7 +220,7 @@ def test_a_workdir_of_another_model_is_refused(corpus_path, tmp_path):
 def test_load_model_rebuilds_the_trained_model_from_the_workdir_alone(corpus_path, tmp_path):
     config = tiny_config(corpus_path, max_steps=10)
     train.train_and_evaluate(config, tmp_path)
-    model, vocab, restored_config = train.load_model(tmp_path, which="latest")
+    model, vocab, restored_config = state.load_model(tmp_path, which="latest")
     assert tuple(restored_config.model.hidden_sizes) == config.model.hidden_sizes
     params = final_params(tmp_path, config)
     np.testing.assert_array_equal(model.head_W[...], params[".params['head_W'].value"])

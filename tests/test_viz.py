@@ -1,5 +1,6 @@
-"""lstm.viz against expectations computed independently: planted units, NumPy counts, hand-made
-feature vectors, and the figures' axes, labels and drawn data."""
+"""lstm.analysis's units, heatmaps, saturation and viz against expectations computed
+independently: planted units, NumPy counts, hand-made feature vectors, and the figures' axes,
+labels and drawn data."""
 import numpy as np
 import pytest
 from flax import nnx
@@ -7,7 +8,7 @@ from matplotlib.figure import Figure
 
 import lstm
 from lstm import data
-from lstm.analysis import viz
+from lstm.analysis import heatmaps, saturation, units, viz
 
 T, H = 50, 6  # passage length and units differ, so a swapped axis fails loudly
 
@@ -23,26 +24,26 @@ def test_inside_quotes_follows_quote_marks_and_skips_apostrophes():
     first, second = text.index("'don"), text.index("go'") + 2
     expected[first:second + 1] = 1  # 'don't go' with both quote marks; the apostrophe is inside
     expected[text.index('"'):text.rindex('"') + 1] = 1
-    np.testing.assert_array_equal(viz.inside_quotes(text), expected)
+    np.testing.assert_array_equal(units.inside_quotes(text), expected)
 
 
 def test_inside_quotes_curly_marks_open_and_close():
     text = "a “b ‘c’ d” e"
     expected = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
-    np.testing.assert_array_equal(viz.inside_quotes(text), expected)
+    np.testing.assert_array_equal(units.inside_quotes(text), expected)
 
 
 def test_line_position_counts_from_each_line_start():
-    np.testing.assert_array_equal(viz.line_position("ab\ncde\n\nf"), [0, 1, 2, 0, 1, 2, 3, 0, 0])
+    np.testing.assert_array_equal(units.line_position("ab\ncde\n\nf"), [0, 1, 2, 0, 1, 2, 3, 0, 0])
 
 
 def test_word_boundary_marks_spaces_and_punctuation_not_apostrophes():
     text = "hi, don't\ngo"
-    np.testing.assert_array_equal(viz.word_boundary(text), [0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(units.word_boundary(text), [0, 0, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0])
 
 
 def test_text_features_has_one_value_per_character():
-    features = viz.text_features(passage())
+    features = units.text_features(passage())
     assert set(features) == {"inside quotes", "line position", "word boundary"}
     assert all(f.shape == (T,) for f in features.values())
 
@@ -50,11 +51,11 @@ def test_text_features_has_one_value_per_character():
 # ------------------------------------------------------------------------------- find_units
 def test_find_units_finds_a_planted_unit():
     rng = np.random.default_rng(0)
-    feature = viz.line_position(passage())
+    feature = units.line_position(passage())
     acts = rng.normal(0, 1, (T, H))
     acts[:, 4] = 0.02 * feature - 0.3  # an affine copy: r = 1 exactly
     acts[:, 1] = -feature + rng.normal(0, 3, T)  # anticorrelated, noisy
-    ranking = viz.find_units(acts, feature)
+    ranking = units.find_units(acts, feature)
     assert ranking.units[0] == 4
     np.testing.assert_allclose(ranking.correlations[0], 1.0, atol=1e-12)
     assert ranking.units[1] == 1 and ranking.correlations[1] < 0
@@ -67,28 +68,28 @@ def test_correlations_equal_numpy_corrcoef_and_constant_units_give_zero():
     acts = rng.normal(0, 1, (2, T, H))  # [B, T, H]: batch and time are pooled
     acts[..., 2] = 0.7  # a unit that never moves
     feature = rng.normal(0, 1, (2, T))
-    got = viz.correlations(acts, feature)
+    got = units.correlations(acts, feature)
     for unit in range(H):
         expected = 0.0 if unit == 2 else np.corrcoef(acts[..., unit].ravel(), feature.ravel())[0, 1]
         np.testing.assert_allclose(got[unit], expected, atol=1e-12)
-    ranking = viz.find_units(acts, feature, top=2)
+    ranking = units.find_units(acts, feature, top=2)
     assert len(ranking.units) == 2 and 2 not in ranking.units
 
 
 def test_find_units_refuses_mismatched_or_constant_features():
     with pytest.raises(ValueError, match="one value per character"):
-        viz.find_units(np.zeros((T, H)), np.zeros(T + 1))
+        units.find_units(np.zeros((T, H)), np.zeros(T + 1))
     with pytest.raises(ValueError, match="constant"):
-        viz.find_units(np.ones((T, H)), np.ones(T))
+        units.find_units(np.ones((T, H)), np.ones(T))
 
 
 def test_unit_table_lists_top_units_per_feature_and_layer():
     rng = np.random.default_rng(2)
     text = passage()
-    features = viz.text_features(text)
+    features = units.text_features(text)
     traces = [{"h": rng.normal(0, 1, (T, H))} for _ in range(2)]
     traces[1]["h"][:, 3] = features["word boundary"]
-    rows = viz.unit_table(traces, features, top=2)
+    rows = units.unit_table(traces, features, top=2)
     assert len(rows) == 3 * 2 * 2
     assert set(rows[0]) == {"feature", "layer", "unit", "r"}
     planted = [r for r in rows if r["feature"] == "word boundary" and r["layer"] == 2]
@@ -110,7 +111,7 @@ def hand_made_traces():
 
 def test_saturation_fractions_equal_numpy_counts():
     traces = hand_made_traces()
-    fractions = viz.saturation_fractions(traces)
+    fractions = saturation.saturation_fractions(traces)
     assert len(fractions) == 2
     for layer, layer_fractions in zip(traces, fractions):
         assert set(layer_fractions) == {"i", "f", "o"}  # g is a tanh: not a saturating gate
@@ -124,7 +125,7 @@ def test_saturation_fractions_equal_numpy_counts():
 
 def test_saturation_fractions_per_unit():
     traces = hand_made_traces()
-    per_unit = viz.saturation_fractions(traces, per_unit=True)
+    per_unit = saturation.saturation_fractions(traces, per_unit=True)
     for layer, layer_fractions in zip(traces, per_unit):
         for gate, (near_zero, near_one) in layer_fractions.items():
             values = layer[gate].reshape(-1, 5)
@@ -135,16 +136,16 @@ def test_saturation_fractions_per_unit():
 
 def test_gate_saturation_draws_one_panel_per_layer_with_the_counted_bars():
     traces = hand_made_traces()
-    fig = viz.gate_saturation(traces)
+    fig = saturation.gate_saturation(traces)
     assert isinstance(fig, Figure)
     assert len(fig.axes) == 2
-    expected = viz.saturation_fractions(traces)
+    expected = saturation.saturation_fractions(traces)
     for ax, layer, fractions in zip(fig.axes, (1, 2), expected):
         assert ax.get_title() == f"layer {layer}"
         assert [t.get_text() for t in ax.get_xticklabels()] == ["i", "f", "o"]
         heights = [p.get_height() for p in ax.patches]
         assert heights == pytest.approx([fractions[g][0] for g in "ifo"] + [fractions[g][1] for g in "ifo"])
-    scatter = viz.gate_saturation(traces, per_unit=True)
+    scatter = saturation.gate_saturation(traces, per_unit=True)
     assert len(scatter.axes) == 2
     assert len(scatter.axes[0].collections) == 3  # one point cloud per gate
     np.testing.assert_allclose(scatter.axes[0].collections[1].get_offsets()[:, 1], 1.0)  # f: all > 0.9
@@ -154,7 +155,7 @@ def test_gate_saturation_draws_one_panel_per_layer_with_the_counted_bars():
 def test_activation_heatmap_has_the_text_as_its_axis():
     text = passage()
     values = np.random.default_rng(4).uniform(-1, 1, (T, H))
-    fig = viz.activation_heatmap(text, values, units=[5, 0, 2], title="units")
+    fig = heatmaps.activation_heatmap(text, values, units=[5, 0, 2], title="units")
     ax, colorbar = fig.axes  # the heat map and its colour bar
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == [{"\n": "↵", " ": "␣"}.get(ch, ch) for ch in text]
@@ -167,7 +168,7 @@ def test_activation_heatmap_has_the_text_as_its_axis():
 def test_activation_heatmap_span_and_gate_scale():
     text = passage()
     values = np.random.default_rng(5).uniform(0, 1, (1, T, H))  # a [1, T, H] trace is accepted
-    fig = viz.activation_heatmap(text, values, key="f", span=(10, 30))
+    fig = heatmaps.activation_heatmap(text, values, key="f", span=(10, 30))
     ax = fig.axes[0]
     assert len(ax.get_xticklabels()) == 20
     assert ax.images[0].get_array().shape == (H, 20)
@@ -176,16 +177,16 @@ def test_activation_heatmap_span_and_gate_scale():
 
 def test_activation_heatmap_refuses_bad_shapes_and_units():
     with pytest.raises(ValueError, match="characters of text"):
-        viz.activation_heatmap("abc", np.zeros((4, H)))
+        heatmaps.activation_heatmap("abc", np.zeros((4, H)))
     with pytest.raises(ValueError, match="out of range"):
-        viz.activation_heatmap("abc", np.zeros((3, H)), units=[H])
+        heatmaps.activation_heatmap("abc", np.zeros((3, H)), units=[H])
 
 
 def test_gate_heatmaps_one_panel_per_key():
     text = passage()
     rng = np.random.default_rng(6)
     layer = {k: rng.uniform(0, 1, (T, H)) for k in "ifgo"} | {"h": rng.uniform(-1, 1, (T, H))}
-    fig = viz.gate_heatmaps(text, layer, units=[1, 3], span=(0, 25))
+    fig = heatmaps.gate_heatmaps(text, layer, units=[1, 3], span=(0, 25))
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 4
     assert [ax.get_ylabel() for ax in panels] == ["h: unit", "i: unit", "f: unit", "o: unit"]
@@ -196,7 +197,7 @@ def test_gate_heatmaps_one_panel_per_key():
 def test_text_heatmap_colours_each_character():
     text = "ab c\ndef"
     activation = np.arange(len(text), dtype=float) / 10
-    fig = viz.text_heatmap(text, activation, title="unit 0")
+    fig = heatmaps.text_heatmap(text, activation, title="unit 0")
     ax = fig.axes[0]
     grid = ax.images[0].get_array()
     assert grid.shape == (2, 5)  # "ab c↵" then "def"
@@ -262,22 +263,22 @@ def test_trace_text_returns_per_layer_numpy_arrays_aligned_with_the_text():
     vocab = data.Vocab.from_text(passage())
     model = lstm.CharLSTM(len(vocab), hidden_sizes=(H, 5), encoding="onehot", rngs=nnx.Rngs(0))
     text = passage(17)
-    traces = viz.trace_text(model, vocab, text)
+    traces = units.trace_text(model, vocab, text)
     assert len(traces) == 2
     assert traces[0]["h"].shape == (17, H) and traces[1]["f"].shape == (17, 5)
     assert isinstance(traces[0]["i"], np.ndarray)
     logits, states = model(np.asarray(vocab.encode(text), np.int32)[None])
     np.testing.assert_allclose(traces[1]["h"][-1], np.asarray(states[1].h[0]), rtol=1e-6, atol=1e-6)
-    fig = viz.gate_saturation(traces)
+    fig = saturation.gate_saturation(traces)
     assert len(fig.axes) == 2
 
 
 def test_best_unit_searches_every_layer_and_text_heatmap_span():
     rng = np.random.default_rng(7)
     text = passage()
-    feature = viz.word_boundary(text)
+    feature = units.word_boundary(text)
     traces = [{"h": rng.normal(0, 1, (T, H))} for _ in range(3)]
     traces[2]["h"][:, 5] = -feature
-    assert viz.best_unit(traces, feature) == {"layer": 3, "unit": 5, "r": -1.0}
-    fig = viz.text_heatmap(text, traces[2]["h"][:, 5], span=(0, 8))  # "'i can't"
+    assert units.best_unit(traces, feature) == {"layer": 3, "unit": 5, "r": -1.0}
+    fig = heatmaps.text_heatmap(text, traces[2]["h"][:, 5], span=(0, 8))  # "'i can't"
     assert [t.get_text() for t in fig.axes[0].texts] == list("'ican't")

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm import data, schedules
+from lstm import cleaning, data, schedules
 
 
 class CharacterComparison(NamedTuple):
@@ -86,7 +86,7 @@ def compare(runs: Sequence[tuple[np.ndarray, np.ndarray]], vocab: data.Vocab) ->
     targets = np.asarray(runs[0][1])
     for _, other in runs[1:]:
         if not np.array_equal(np.asarray(other), targets):
-            raise data.DataError("the runs were not scored on the same windows (different text or seq_len)")
+            raise cleaning.DataError("the runs were not scored on the same windows (different text or seq_len)")
     counts = np.bincount(targets, minlength=len(vocab))
     sums = np.stack([np.bincount(targets, weights=np.asarray(losses, np.float64), minlength=len(vocab))
                      for losses, _ in runs])

@@ -1,13 +1,13 @@
-"""What the cells do, as figures and tables for notebooks (and the README's image): one import,
-`from lstm.analysis import viz`, for the whole analysis.
+"""The notebooks' figures and tables that are not about the cells: `loss_curves` (from
+metrics.jsonl records), `sample_table` (one sample per temperature) and `markdown_table`.
 
-Every plotting function returns a `matplotlib.figure.Figure` built without pyplot: no backend
-is switched, no global figure list grows, nothing is shown. A notebook displays the returned
+`loss_curves` returns a `matplotlib.figure.Figure` built without pyplot: no backend is
+switched, no global figure list grows, nothing is shown. A notebook displays the returned
 figure (the last expression of a cell); a script calls `fig.savefig(path)`.
 
-The analyses follow Karpathy, Johnson & Fei-Fei (2015), "Visualizing and understanding
-recurrent networks" (arXiv:1506.02078), and live in their own modules; their names are
-available here too:
+What the cells do, after Karpathy, Johnson & Fei-Fei (2015), "Visualizing and understanding
+recurrent networks" (arXiv:1506.02078), lives in its own modules; import each from there
+(`from lstm.analysis import heatmaps, saturation, units`):
 
 - lstm.analysis.units: `trace_text`, `held_out_text`, the per-character features
   `inside_quotes`, `line_position`, `word_boundary` (`text_features`), and `find_units`,
@@ -16,8 +16,6 @@ available here too:
   units (or gates) over a passage, with the passage's characters as the axis;
 - lstm.analysis.saturation: `saturation_fractions` / `gate_saturation`: how often the i, f and o
   gates sit near 0 (< 0.1) or near 1 (> 0.9), per layer.
-
-Defined here: `loss_curves` (from metrics.jsonl records), `sample_table`, `markdown_table`.
 """
 from __future__ import annotations
 
@@ -27,20 +25,6 @@ from matplotlib.figure import Figure
 
 from lstm import curves
 from lstm.analysis import tables
-from lstm.analysis.heatmaps import activation_heatmap, gate_heatmaps, text_heatmap  # noqa: F401
-from lstm.analysis.saturation import gate_saturation, saturation_fractions  # noqa: F401
-from lstm.analysis.units import (  # noqa: F401
-    best_unit,
-    correlations,
-    find_units,
-    held_out_text,
-    inside_quotes,
-    line_position,
-    text_features,
-    trace_text,
-    unit_table,
-    word_boundary,
-)
 
 
 def loss_curves(records, title: str | None = None) -> Figure:

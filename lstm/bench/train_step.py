@@ -59,6 +59,7 @@ def make_our_step(config, shape: TrainShape, *, unroll: int, matmul_dtype: str =
                   cell: str = "lstm", corpus_chars: int = 1 << 16, seed: int = 0):
     """(step, info): one optimizer step of lstm.train's jitted training program, windows
     gathered on the device from a random corpus of the shape's vocabulary, as in training."""
+    from lstm import state as run_state
     from lstm import train
 
     config = config.copy_and_resolve_references()
@@ -66,7 +67,7 @@ def make_our_step(config, shape: TrainShape, *, unroll: int, matmul_dtype: str =
     config.model.matmul_dtype = matmul_dtype
     config.model.cell = cell
     config.seed = seed
-    graphdef, optimizer, state = train.init_train_state(config, shape.vocab)
+    graphdef, optimizer, state = run_state.init_train_state(config, shape.vocab)
     train_steps = train.make_train_steps(graphdef, optimizer, config)
     rng = np.random.default_rng(seed)
     corpus = jnp.asarray(rng.integers(0, shape.vocab, corpus_chars), jnp.uint8)

@@ -64,8 +64,9 @@ def _measure(which, eps) -> dict:
     import numpy as np
     import orbax.checkpoint as ocp
 
-    from lstm import checkpoint, optim, train
-    _, state, _, config, step = train.load_state(_WORKDIR.value, which)
+    from lstm import checkpoint, optim
+    from lstm import state as run_state
+    _, state, _, config, step = run_state.load_state(_WORKDIR.value, which)
     b2 = float(config.train.b2)
     try:
         adam_step, scales = optim.sqrt_v_hat(state.opt_state, b2)

@@ -83,13 +83,13 @@ def _single(score) -> dict:
 
 
 def _comparison(scored) -> dict:
-    from lstm import data
+    from lstm import cleaning
     from lstm.analysis import char_loss
     first = scored[0]
     for score in scored[1:]:
         if score["vocab"] != first["vocab"]:
-            raise data.DataError(f"{score['workdir']} has another vocabulary than {first['workdir']}: "
-                                 "compare runs of one text")
+            raise cleaning.DataError(f"{score['workdir']} has another vocabulary than {first['workdir']}: "
+                                     "compare runs of one text")
     rows = char_loss.compare([(score["losses"], score["targets"]) for score in scored], first["vocab"])
     return {"split": _SPLIT.value, "windows": int(len(first["losses"])),
             "checkpoints": [{"workdir": score["workdir"], "step": score["step"],

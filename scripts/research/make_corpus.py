@@ -35,10 +35,10 @@ _SOURCES = flags.DEFINE_multi_string("source", None, "A UTF-8 text whose lines a
 
 def source_lines(paths) -> list[str]:
     """The cleaned lines of the sources (the library's own cleaning), each with its newline."""
-    from lstm import data
+    from lstm import cleaning
     lines = []
     for path in paths:
-        text = data.read_text(path, strip_gutenberg=True)
+        text = cleaning.read_text(path, strip_gutenberg=True)
         lines.extend(line + "\n" for line in text.split("\n"))
     if not lines:
         raise SystemExit("error: the sources hold no text")

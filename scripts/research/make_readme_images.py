@@ -27,8 +27,8 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "docs", "images", "word_bou
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from lstm import train
-    from lstm.analysis import viz
+    from lstm import state, train
+    from lstm.analysis import heatmaps, units
     os.chdir(ROOT)  # the configs' data paths are relative to the repository root
     workdir = _WORKDIR.value
     with cli.one_line_errors():
@@ -36,13 +36,13 @@ def main(argv):
             from configs import tiny
             workdir = tempfile.mkdtemp(prefix="readme-images-")
             train.train_and_evaluate(tiny.get_config(), workdir)
-        model, vocab, config = train.load_model(workdir)
-        text = viz.held_out_text(config, 600)
-        traces = viz.trace_text(model, vocab, text)
-        best = viz.best_unit(traces, viz.word_boundary(text))
+        model, vocab, config = state.load_model(workdir)
+        text = units.held_out_text(config, 600)
+        traces = units.trace_text(model, vocab, text)
+        best = units.best_unit(traces, units.word_boundary(text))
         h = traces[best["layer"] - 1]["h"][:, best["unit"]]
-        fig = viz.text_heatmap(text, h, span=(100, 500),
-                               title=f"layer {best['layer']}, unit {best['unit']}: r = {best['r']:.2f}")
+        fig = heatmaps.text_heatmap(text, h, span=(100, 500),
+                                    title=f"layer {best['layer']}, unit {best['unit']}: r = {best['r']:.2f}")
         fig.savefig(_OUT.value, dpi=100)
     print(f"{_OUT.value}: layer {best['layer']}, unit {best['unit']}, r = {best['r']:.3f}")
 

@@ -130,13 +130,14 @@ def collectives_worker(spec: dict) -> dict:
     import numpy as np
 
     from lstm import distributed, train
+    from lstm import state as run_state
     mesh = distributed.data_mesh()
     by_batch, everywhere = distributed.batch_sharding(mesh, batch_axis=1), distributed.replicated(mesh)
     out = {"devices": jax.device_count(), "configs": {}}
     for name, vocab_size in spec["configs"].items():
         config = cli.load_config_file(ROOT / "configs" / f"{name}.py")
         batch = config.train.batch_size
-        graphdef, optimizer, state = train.init_train_state(config, vocab_size)
+        graphdef, optimizer, state = run_state.init_train_state(config, vocab_size)
         state = train.place_state(state, mesh)
         steps = train.make_train_steps(graphdef, optimizer, config)
         args = (state, distributed.global_array(np.zeros(4096, np.uint8), everywhere),
@@ -273,12 +274,12 @@ def allreduce_section() -> list[dict]:
     import numpy as np
     from flax import nnx
 
-    from lstm import data, train
+    from lstm import data, state
     rows = []
     for name in ALLREDUCE_CONFIGS:
         config = cli.load_config_file(ROOT / "configs" / f"{name}.py")
         vocab_size = len(data.load_corpus(config.data).vocab)
-        _, params = nnx.split(train.build_model(config, vocab_size))
+        _, params = nnx.split(state.build_model(config, vocab_size))
         leaves = jax.tree.leaves(params)
         count = sum(int(np.prod(x.shape)) for x in leaves)
         nbytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves)
