@@ -18,7 +18,7 @@ def get_config():
     data.lowercase = True  # the tutorial lower-cases to shrink the vocabulary
     data.allowed_chars = ""  # non-empty: drop every other character (tutorial extension 2)
     data.ascii_only = False  # True drops every non-ASCII character (curly quotes, accents)
-    data.crlf = False  # True ends lines with "\r\n", like the tutorial's copy (measured in results.md)
+    data.crlf = False  # True ends lines with "\r\n", like the tutorial's copy (measured in docs/investigations.md)
     data.val_fraction = 0.1  # contiguous held-out tail; the faithful configs set 0 like the tutorial
     data.seq_len = 100  # the tutorial's window
     data.stride = 1  # distance between window starts; 1 = every window (the tutorial)
