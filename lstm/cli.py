@@ -144,8 +144,9 @@ def checkpoint_choices(values) -> list:
 
 
 def format_summary(summary: dict, workdir) -> str:
-    keys = ("step", "epoch", "train_loss", "val_loss", "val_bpc", "val_last_char_loss", "val_window_loss",
-            "best_val_loss", "best_val_bpc", "best_step", "elapsed_s", "eval_s", "save_s")
+    keys = ("step", "epoch", "train_loss", "val_loss", "val_bpc", "val_protocol", "val_last_char_loss",
+            "val_window_loss", "best_val_loss", "best_val_bpc", "best_step", "count_model_loss", "elapsed_s",
+            "eval_s", "save_s")
     parts = [f"{k}={summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k}={summary[k]}"
              for k in keys if k in summary]
     return f"done ({workdir}): " + " ".join(parts)

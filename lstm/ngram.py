@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm import files
+from lstm import data, files
 from lstm.cleaning import DataError
 
 MAX_ORDER = 8
+# A training run computes its yardstick at the start only below this (~1.5 s per MB of text).
+MAX_BASELINE_CHARS = 64 << 20
 _CACHE_FORMAT = 1  # bump when the estimate changes: cached losses would be stale
 
 
@@ -202,3 +204,18 @@ def table(losses: dict[int, float]) -> str:
         mark = "**" if k == top else ""
         rows.append(f"| {k} | {mark}{loss:.4f}{mark} | {mark}{loss / math.log(2):.3f}{mark} |")
     return "\n".join(rows)
+
+
+def beat_this(corpus) -> tuple[str, dict]:
+    """The line a training run logs at its start, and the numbers for its summary: the best
+    count model on exactly the run's split, cached beside the corpus (lstm.data's
+    default_cache_dir: data/.cache/ngram-<hash of the training and held-out ids>.json)."""
+    if len(corpus.train) > MAX_BASELINE_CHARS:
+        return (f"beat this: not computed at the start above {MAX_BASELINE_CHARS:,} training characters; "
+                "scripts/baseline.py computes it"), {}
+    losses = cached_baseline(corpus.train, corpus.val, len(corpus.vocab),
+                             data.default_cache_dir(Path(corpus.path).expanduser()))
+    order, loss = best(losses)
+    return (f"beat this: a Kneser-Ney {order}-gram scores {loss:.4f} nats/char ({loss / math.log(2):.3f} "
+            "bits/char) on this held-out text (scripts/baseline.py)"), {"count_model_loss": loss,
+                                                                         "count_model_order": order}

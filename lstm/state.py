@@ -15,7 +15,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, environment, optim
+from lstm import checkpoint, data, environment, evaluation, optim
 from lstm.cell import GATE_ACTIVATIONS
 from lstm.model import ENCODINGS, CharLSTM
 from lstm.regularisers import DROPOUT_KINDS
@@ -44,7 +44,7 @@ ADDED_OPTIONS = {"model.matmul_dtype": "float32", "model.gate_activation": "sigm
                  "model.zoneout_h": 0.0, "model.zoneout_c": 0.0,
                  "train.eps_placement": "optax", "train.cpu_devices": 0, "train.activation_reg": 0.0,
                  "train.temporal_activation_reg": 0.0, "checkpoint.every_epoch": True,
-                 "train.keep_freed_memory": True}
+                 "train.keep_freed_memory": True, "eval.context": "window", "eval.streams": 10}
 
 
 def upgrade_config(config) -> ml_collections.ConfigDict:
@@ -104,6 +104,11 @@ def validate_config(config) -> None:
         (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
         (t.cpu_devices >= 0, "train.cpu_devices must be >= 0"),
         (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
+        (_is_protocol(config.eval.context),
+         "eval.context must be window, continuous or a window length such as 256"),
+        (config.eval.streams >= 1, "eval.streams must be >= 1"),
+        (config.eval.context == "window" or d.objective != "sentences",
+         "eval.context must be window for objective sentences, which scores held-out sentences"),
         (config.checkpoint.monitor in ("val_loss", "train_loss"),
          "checkpoint.monitor must be val_loss or train_loss"),
         (config.checkpoint.monitor == "train_loss" or d.val_fraction > 0,
@@ -112,6 +117,14 @@ def validate_config(config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _is_protocol(context) -> bool:
+    try:
+        evaluation.context_length(context)
+    except ValueError:
+        return False
+    return True
 
 
 MATMUL_DTYPE_OPTIONS = ("auto", "float32", "bfloat16")

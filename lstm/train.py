@@ -19,7 +19,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, environment, host_memory, regularisers, sample, schedules
+from lstm import checkpoint, data, distributed, environment, host_memory, ngram, regularisers, sample, schedules
+from lstm.evaluation import (  # noqa: F401
+    LOG2E,
+    batch_windows,
+    check_protocol,
+    evaluate,
+    make_eval_step,
+    make_eval_steps,
+    protocol,
+    sequence_loss,
+)
 from lstm.logger import MetricLogger
 from lstm.sentences import SentenceWindows
 
@@ -41,8 +51,6 @@ from lstm.state import (  # noqa: F401
     validate_config,
 )
 
-LOG2E = math.log2(math.e)
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became non-finite); str(e) is one line."""
@@ -54,20 +62,6 @@ def place_state(state: TrainState, mesh) -> TrainState:
     carry = jax.tree.map(
         lambda x: distributed.global_array(np.asarray(x), distributed.batch_sharding(mesh)), state.carry)
     return distributed.put_replicated(state._replace(carry=()), mesh)._replace(carry=carry)
-
-
-def sequence_loss(logits, targets, weights, objective):
-    """Weighted sum of next-character cross-entropy (nats) and the weight it was summed over.
-
-    `last`: one prediction per window (the character after it); otherwise every position.
-    `weights` is one per window [B], or one per position [B, T] (`sentences`: 0 past each
-    sentence's end). The loss is float32 at least (bfloat16 logits are widened; float64 stays)."""
-    if objective == "last":
-        logits = logits[:, -1]
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets)
-    w = weights if weights.ndim == losses.ndim else jnp.broadcast_to(weights[:, None], losses.shape)
-    return jnp.sum(losses * w), jnp.sum(w)
 
 
 def make_train_steps(graphdef, optimizer, config):
@@ -122,67 +116,6 @@ def make_train_steps(graphdef, optimizer, config):
     return train_steps
 
 
-def batch_windows(corpus, starts, seq_len, objective):
-    inputs, targets = schedules.gather_windows(corpus, starts, seq_len, objective)
-    return inputs.astype(jnp.int32), targets.astype(jnp.int32)
-
-
-def make_eval_step(graphdef, seq_len):
-    """Sums over held-out windows of T+1 characters: every position's loss (nats/char) and
-    the last position's (the tutorial's metric: the character after a full window).
-
-    With per-position weights [B, T] (held-out sentences), "every position" is every weighted
-    one and "the last" is each row's last weighted position: a sentence's last character,
-    predicted from the rest of the sentence (for a full window, the tutorial's metric again)."""
-
-    @jax.jit
-    def eval_step(params, corpus, starts, weights):
-        inputs, targets = batch_windows(corpus, starts, seq_len, "all")
-        logits, _ = nnx.merge(graphdef, params)(inputs)
-        all_sum, all_weight = sequence_loss(logits, targets, weights, "all")
-        if weights.ndim == 2:
-            last = jnp.maximum(jnp.sum(weights > 0, axis=1) - 1, 0)[:, None]
-            at_last = lambda x: jnp.take_along_axis(x, last, axis=1)[:, 0]
-            last_sum, last_weight = sequence_loss(jnp.take_along_axis(logits, last[..., None], axis=1),
-                                                  at_last(targets), at_last(weights), "last")
-        else:
-            last_sum, last_weight = sequence_loss(logits, targets[:, -1], weights, "last")
-        return jnp.stack([all_sum, all_weight, last_sum, last_weight])
-
-    return eval_step
-
-
-def evaluate(eval_step, params, corpus, num_tokens, config, mesh, sentences=None) -> dict:
-    """Held-out loss over non-overlapping windows of the tail; with `sentences` (the tail's
-    SentenceWindows, objective `sentences`) over its sentences instead, and the windows' loss
-    beside it as val_window_loss, the measure every other objective reports."""
-    batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
-    shard = distributed.batch_sharding(mesh)
-
-    def totals(batches):
-        sums = np.zeros(4)
-        for chunk, weights in batches:
-            sums += np.asarray(eval_step(params, corpus, distributed.global_array(chunk, shard),
-                                         distributed.global_array(weights, shard)), np.float64)
-        return sums
-
-    starts = schedules.eval_windows(num_tokens, config.data.seq_len)
-    if len(starts) > config.eval.max_windows:  # evenly spaced, so the whole tail is covered
-        starts = starts[np.linspace(0, len(starts) - 1, config.eval.max_windows).astype(int)]
-    windows = totals(schedules.padded_batches(starts, batch))
-    if sentences is None:
-        scored, count = windows, len(starts)
-    else:
-        scored = totals(schedules.sentence_batches(sentences, batch, config.eval.max_windows))
-        count = min(len(sentences), config.eval.max_windows)
-    val_loss, last_loss = scored[0] / scored[1], scored[2] / scored[3]
-    result = {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": last_loss,
-              "val_windows": count}
-    if sentences is not None:
-        result.update(val_window_loss=windows[0] / windows[1], val_window_last_char_loss=windows[2] / windows[3])
-    return result
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
 
@@ -206,6 +139,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab
+    if corpus.val is not None:
+        try:  # before training: a long run must not fail at its first evaluation
+            check_protocol(config, len(corpus.val))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     sentences = d.objective == "sentences"  # which needs the text, one character per id
     schedule = schedules.make_schedule(d.objective, len(corpus.train), d.seq_len, t.batch_size,
                                        stride=d.stride, seed=config.seed,
@@ -248,16 +186,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         logger.message(f"training: {schedule.sentences.describe()}")
     if val_sentences is not None:
         logger.message(f"held out: {val_sentences.describe()}")
+    yardstick = {}
+    if corpus.val is not None:  # the count model on this very split (lstm/ngram.py; cached)
+        line, yardstick = ngram.beat_this(corpus)
+        logger.message(line)
 
     train_steps = make_train_steps(graphdef, optimizer, config)
-    eval_step = make_eval_step(graphdef, d.seq_len)
+    eval_step = make_eval_steps(graphdef, config)
     everywhere, by_batch = distributed.replicated(mesh), distributed.batch_sharding(mesh, batch_axis=1)
     train_corpus = distributed.global_array(corpus.train, everywhere)
     val_corpus = distributed.global_array(corpus.val, everywhere) if corpus.val is not None else None
     generator = sample.Generator(nnx.merge(graphdef, state.params), vocab, config)
     sample_seed = vocab.decode(np.asarray(corpus.train[:d.seq_len]))
     chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
-    pending, last_checked, summary = [], step, {}
+    pending, last_checked, summary = [], step, dict(yardstick)
     # Best-of-run: every evaluation that improves on the held-out best is saved, whatever the
     # save schedule, so the best checkpoint is on disk even in a race that evaluates between
     # its saves. A resumed run starts from the best its checkpoints hold.
@@ -333,8 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 if improved:
                     summary.update(best_summary(ev["val_loss"], step))
                 logger.message(f"step {step}: validation {ev['val_loss']:.4f} nats/char "
-                               f"({ev['val_bpc']:.3f} bits/char)" + (
-                                   f"; over windows, as other objectives, {ev['val_window_loss']:.4f}"
+                               f"({ev['val_bpc']:.3f} bits/char, {ev['val_protocol']})" + (
+                                   f"; over {d.seq_len}-character windows {ev['val_window_loss']:.4f}"
                                    if "val_window_loss" in ev else ""))
             if eval_due:
                 logger.plot()
@@ -367,6 +309,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             # read as a restart to lstm.analysis.results.training_time).
             logger.write({"event": "best", "step": step, "best_step": summary["best_step"],
                           "val_loss": summary["best_val_loss"], "val_bpc": summary["best_val_bpc"],
+                          "val_protocol": protocol(config),
                           "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
     finally:
         logger.close()
