@@ -68,10 +68,8 @@ def get_config():
     evaluation.batch_size = 256  # windows per evaluation call; no gradients, so larger than training's
     evaluation.every_epoch = True  # False: only every eval_every_steps and at the end (races)
     evaluation.max_windows = 4096  # caps the held-out windows per evaluation
-    # window: data.seq_len windows from a zero state (the numbers before this option) | a length,
-    # e.g. "256": windows of that many characters, as nanoGPT's estimate_loss | continuous: the
-    # state carried through `streams` stretches of the tail. lstm/evaluation.py says why it matters.
-    evaluation.context = "window"
+    # How much context a held-out character gets changes its loss as much as a model change does.
+    evaluation.context = "window"  # seq_len windows from zero | "256": nanoGPT's | continuous (lstm/evaluation.py)
     evaluation.streams = 10  # continuous only: AWD-LSTM's evaluation batch; few zero-state starts
     evaluation.sample_length = 200  # characters generated and logged at each evaluation
     evaluation.sample_temperature = 0.5  # readable yet varied; the tutorial's greedy argmax loops
