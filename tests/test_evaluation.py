@@ -2,6 +2,7 @@
 scores the tail one character at a time, each from a zero state over exactly the context the
 protocol gives it; the streams' layout by hand; sharding; the option's validation; and what a
 training run records: the protocol's name and the count model it has to beat."""
+import json
 import os
 import subprocess
 import sys
@@ -185,6 +186,7 @@ def test_a_run_names_its_protocol_and_the_count_model_to_beat(corpus_path, tmp_p
     config = tiny_config(corpus_path, max_steps=10, eval_every_steps=5)
     config.eval.context = "48"
     config.eval.sample_length = 0
+    config.eval.max_windows = 1000  # the whole tail, as scripts/research/rescore.py scores it
     summary = train.train_and_evaluate(config, tmp_path / "run")
     corpus = data.load_corpus(config.data)
     order, loss = ngram.best(ngram.baseline(corpus.train, corpus.val, len(corpus.vocab)))
@@ -199,3 +201,13 @@ def test_a_run_names_its_protocol_and_the_count_model_to_beat(corpus_path, tmp_p
     best = [r for r in records if r["event"] == "best"]
     assert best[0]["val_protocol"] == "context:48"
     assert best[0]["val_loss"] == min(r["val_loss"] for r in evals)  # best-of-run watches the protocol's value
+
+    rescored = subprocess.run([sys.executable, "scripts/research/rescore.py", f"--workdir={tmp_path / 'run'}",
+                               "--context=48,window", "--json"], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    printed = json.loads(rescored.stdout)
+    assert printed["losses"]["context:48"] == pytest.approx(best[0]["val_loss"], rel=1e-6)
+    assert printed["losses"]["window:32"] == pytest.approx(
+        [r for r in evals if r["best"]][-1]["val_window_loss"], rel=1e-6)
+    assert printed["count_model_loss"] == pytest.approx(loss)
