@@ -30,6 +30,7 @@ from lstm.evaluation import (  # noqa: F401
     protocol,
     sequence_loss,
 )
+from lstm.interrupt import StopOnSignals, TrainingInterrupted
 from lstm.logger import MetricLogger
 from lstm.sentences import SentenceWindows
 
@@ -123,6 +124,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     (best_val_loss, best_step) where the run has held-out text, and the seconds of its wall
     time that evaluation and saving took (eval_s, save_s). Raises DataError, CheckpointError,
     ConfigError or TrainingError with one-line messages for problems the user can fix.
+
+    SIGINT (Ctrl-C) or SIGTERM while it trains: the step in flight finishes, is saved and logged,
+    and TrainingInterrupted (a KeyboardInterrupt) is raised; a second signal raises it at once
+    (lstm/interrupt.py). The previous signal handlers are back when this returns or raises.
     """
     config = upgrade_config(config)
     validate_config(config)
@@ -226,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         last_checked = step
         return losses, norms
 
+    stop = StopOnSignals()
     try:
+        stop.install()
         while step < total_steps:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             count = min(t.steps_per_dispatch, steps_per_epoch - in_epoch, total_steps - step)
@@ -245,9 +252,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 jax.block_until_ready(metrics)
                 out_of_time = time.time() - started >= t.time_budget_s
             finished = step >= total_steps or out_of_time
+            stopping = stop.signum is not None and not finished  # a finished run just ends
             eval_due = ((epoch_done and config.eval.every_epoch) or finished
                         or passed_multiple(t.eval_every_steps, step, count))
-            save_due = ((epoch_done and config.checkpoint.every_epoch) or finished
+            save_due = ((epoch_done and config.checkpoint.every_epoch) or finished or stopping
                         or passed_multiple(config.checkpoint.every_steps, step, count))
             improved = False
             log_due = passed_multiple(t.log_every_steps, step, count)
@@ -256,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 logger.write({"event": "train", "step": step, "epoch": epoch + 1,
                               "loss": float(losses[-1]), **norms, "elapsed_s": time.time() - started})
                 logger.progress(step, float(losses[-1]), chars_per_step)
-            if epoch_done or (finished and step % steps_per_epoch):
+            if epoch_done or ((finished or stopping) and step % steps_per_epoch):
                 sums = np.asarray([state.epoch_loss_sum, state.epoch_weight_sum])
                 record = {"event": "epoch", "step": step, "epoch": epoch + 1,
                           "train_loss": float(sums[0] / sums[1]), "epoch_complete": bool(epoch_done),
@@ -294,11 +302,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                     metric = summary["val_loss"] if eval_due else None
                 else:  # a partial epoch's loss is not comparable to whole epochs'
                     metric = summary["train_loss"] if epoch_done else None
-                saver.save(step, flatten_state(state), metric=metric, extra={"epoch": epoch + 1})
+                with stop.deferred():  # a second signal waits for the save to finish
+                    saver.save(step, flatten_state(state), metric=metric, extra={"epoch": epoch + 1})
                 save_s += time.time() - save_started
             if out_of_time:
                 logger.message(f"time budget of {t.time_budget_s:.0f} s reached at step {step}")
                 break
+            if stopping:
+                logger.write({"event": "stopped", "step": step, "signal": stop.signum,
+                              "elapsed_s": time.time() - started})
+                raise TrainingInterrupted(stop.signum, step)
         elapsed = time.time() - started
         summary.update({"step": step, "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
         if "best_val_loss" in summary:
@@ -312,6 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                           "val_protocol": protocol(config),
                           "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
     finally:
+        stop.restore()
         logger.close()
         saver.close()
     return summary
