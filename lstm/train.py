@@ -33,6 +33,7 @@ from lstm.evaluation import (  # noqa: F401
 from lstm.interrupt import StopOnSignals, TrainingInterrupted
 from lstm.logger import MetricLogger
 from lstm.sentences import SentenceWindows
+from lstm.sizing import fit_to_corpus
 
 # The state and the loading of trained runs live in lstm.state; these names stay importable
 # from here, where notebooks and earlier scripts found them.
@@ -130,6 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     (lstm/interrupt.py). The previous signal handlers are back when this returns or raises.
     """
     config = upgrade_config(config)
+    config, sized = fit_to_corpus(config)  # rates of -1 (configs/mytext.py): from the text
     validate_config(config)
     if config.train.keep_freed_memory:  # before JAX's backend starts its threads
         host_memory.keep_freed_memory()
@@ -184,6 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     for unreadable, folder in set_aside:
         logger.message(f"checkpoint step {unreadable.step} is unreadable ({unreadable.reason}); "
                        f"moved it to {folder}, resuming from step {step}")
+    if sized:
+        logger.message(sized)
     logger.message(f"{config.name}: {len(corpus.train):,} training characters, vocabulary {len(vocab)}, "
                    f"{steps_per_epoch} steps/epoch, {total_steps} steps"
                    + (f", resuming at step {step}" if step else ""))
