@@ -1,4 +1,4 @@
-"""Training: one jitted step, evaluation, and `train_and_evaluate` (the state: lstm/state.py).
+"""Training: one jitted step and `train_and_evaluate` (evaluation: lstm/evaluation.py; the state: lstm/state.py).
 
 The hot path is functional: the NNX model is split once into a static graph definition and
 its parameters, and the jitted step is a pure function of (state, corpus, window starts). The
