@@ -18,7 +18,7 @@ def get_config():
     data.lowercase = True  # the tutorial lower-cases to shrink the vocabulary
     data.allowed_chars = ""  # non-empty: drop every other character (tutorial extension 2)
     data.ascii_only = False  # True drops every non-ASCII character (curly quotes, accents)
-    data.crlf = False  # True ends lines with "\r\n", like the tutorial's copy (measured in results.md)
+    data.crlf = False  # True ends lines with "\r\n", like the tutorial's copy (measured in docs/investigations.md)
     data.val_fraction = 0.1  # contiguous held-out tail; the faithful configs set 0 like the tutorial
     data.seq_len = 100  # the tutorial's window
     data.stride = 1  # distance between window starts; 1 = every window (the tutorial)
@@ -68,6 +68,9 @@ def get_config():
     evaluation.batch_size = 256  # windows per evaluation call; no gradients, so larger than training's
     evaluation.every_epoch = True  # False: only every eval_every_steps and at the end (races)
     evaluation.max_windows = 4096  # caps the held-out windows per evaluation
+    # How much context a held-out character gets changes its loss as much as a model change does.
+    evaluation.context = "window"  # seq_len windows from zero | "256": nanoGPT's | continuous (lstm/evaluation.py)
+    evaluation.streams = 10  # continuous only: AWD-LSTM's evaluation batch; few zero-state starts
     evaluation.sample_length = 200  # characters generated and logged at each evaluation
     evaluation.sample_temperature = 0.5  # readable yet varied; the tutorial's greedy argmax loops
 

@@ -24,15 +24,19 @@ def fail(message: str):
 @contextlib.contextmanager
 def one_line_errors(*also: type[BaseException], interrupted: str = "interrupted"):
     """Turns the library's user-facing errors into one line on stderr and exit status 1, and
-    Ctrl-C into the line `interrupted`.
+    Ctrl-C into one line and the shell's status for it: the interrupt's own line and
+    `exit_code` where it has them (lstm.interrupt.TrainingInterrupted: 130 or 143), else the
+    line `interrupted` and 130.
 
     Only the library's own error types (DataError, CheckpointError, ConfigError, TrainingError,
     ResultsError), OS errors and the script's own in `also` are caught; a genuine bug still
     shows its traceback."""
     try:
         yield
-    except KeyboardInterrupt:
-        fail(interrupted)
+    except KeyboardInterrupt as stop:
+        # After a progress line drawn with \r, the message needs a line of its own.
+        sys.stderr.write(("\n" if sys.stderr.isatty() else "") + (str(stop) or interrupted) + "\n")
+        sys.exit(getattr(stop, "exit_code", 130))
     except Exception as error:
         if not isinstance(error, (OSError, *also)) and not _is_library_error(error):
             raise
@@ -106,7 +110,11 @@ def run(main) -> None:
             sys.stdout.write(usage.config_help(flags.FLAGS["config"].value, config_file))
             sys.exit(0)
     logging.use_absl_handler()
-    main(argv)
+    try:
+        main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside a script's own handling (e.g. while JAX imports)
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
 
 
 def load_config_file(path, overrides: dict | None = None):
@@ -144,8 +152,9 @@ def checkpoint_choices(values) -> list:
 
 
 def format_summary(summary: dict, workdir) -> str:
-    keys = ("step", "epoch", "train_loss", "val_loss", "val_bpc", "val_last_char_loss", "val_window_loss",
-            "best_val_loss", "best_val_bpc", "best_step", "elapsed_s", "eval_s", "save_s")
+    keys = ("step", "epoch", "train_loss", "val_loss", "val_bpc", "val_protocol", "val_last_char_loss",
+            "val_window_loss", "best_val_loss", "best_val_bpc", "best_step", "count_model_loss", "elapsed_s",
+            "eval_s", "save_s")
     parts = [f"{k}={summary[k]:.4f}" if isinstance(summary.get(k), float) else f"{k}={summary[k]}"
              for k in keys if k in summary]
     return f"done ({workdir}): " + " ".join(parts)

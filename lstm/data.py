@@ -226,7 +226,9 @@ def download_wonderland(dest) -> Path:
                     f"#11 plain text (sha256 {WONDERLAND_SHA256}) there")
 
 
-def _default_cache_dir(path: Path) -> Path:
+def default_cache_dir(path: Path) -> Path:
+    """Where caches derived from the corpus at `path` live: data/.cache beside it where that
+    is writable, else ~/.cache/lstm."""
     beside = path.parent / ".cache"
     if os.access(beside if beside.is_dir() else path.parent, os.W_OK):
         return beside
@@ -257,7 +259,7 @@ def load_corpus(cfg, cache_dir=None) -> Corpus:
         ids = vocab.encode(text)
         ids.flags.writeable = False  # like the memmap: the corpus is never edited in place
     else:
-        vocab, ids = encode_file(path, None, cache_dir=cache_dir or _default_cache_dir(path),
+        vocab, ids = encode_file(path, None, cache_dir=cache_dir or default_cache_dir(path),
                                  **options)
     train, val = split_tail(ids, val_fraction)
     return Corpus(vocab, train, val, str(path))

@@ -1,7 +1,7 @@
 """What a run ran on: recorded by every training process and benchmark.
 
 A seed fixes every number only for a given build of the software on a given CPU and core
-count. Measured here (docs/results.md, "Reproducibility"): the same command pinned to one core
+count. Measured here (docs/investigations.md, "Reproducibility"): the same command pinned to one core
 on two VMs differed in the last bit of the loss from step 100 on, and one core against two from
 step 150. Which property of the machine moves the bits is not located (capping XLA's ISA and
 turning off Eigen's threads changed nothing), so the record keeps every candidate: the vector

@@ -8,7 +8,7 @@ adds ε to the raw √v:
     Keras:  Δθ = -lr · √(1 - β₂ᵗ)/(1 - β₁ᵗ) · m / (√v + ε) = -lr · m̂ / (√v̂ + ε/√(1 - β₂ᵗ))
 
 so Keras's ε is effectively 1/√(1 - β₂ᵗ) times larger: 32× at step 1 (β₂ = 0.999), within
-10% after 1,750 steps. It matters only where √v̂ is comparable to ε (docs/results.md measures
+10% after 1,750 steps. It matters only where √v̂ is comparable to ε (docs/investigations.md measures
 it on the tutorial's model). Both placements keep the same state (optax's ScaleByAdamState:
 count and the raw moments), so a workdir resumes under either.
 """

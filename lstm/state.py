@@ -16,7 +16,7 @@ import ml_collections
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, optim
+from lstm import checkpoint, data, evaluation, optim
 from lstm.model import CharLSTM, ModelConfig
 
 
@@ -41,7 +41,7 @@ class TrainState(NamedTuple):
 ADDED_OPTIONS = {**{f"model.{field.name}": field.default for field in dataclasses.fields(ModelConfig)},
                  "train.eps_placement": "optax", "train.cpu_devices": 0, "train.activation_reg": 0.0,
                  "train.temporal_activation_reg": 0.0, "checkpoint.every_epoch": True,
-                 "train.keep_freed_memory": True}
+                 "train.keep_freed_memory": True, "eval.context": "window", "eval.streams": 10}
 
 
 def upgrade_config(config) -> ml_collections.ConfigDict:
@@ -89,6 +89,11 @@ def validate_config(config) -> None:
         (t.steps_per_dispatch >= 1, "train.steps_per_dispatch must be >= 1"),
         (t.cpu_devices >= 0, "train.cpu_devices must be >= 0"),
         (t.log_every_steps >= 1, "train.log_every_steps must be >= 1"),
+        (_is_protocol(config.eval.context),
+         "eval.context must be window, continuous or a window length such as 256"),
+        (config.eval.streams >= 1, "eval.streams must be >= 1"),
+        (config.eval.context == "window" or d.objective != "sentences",
+         "eval.context must be window for objective sentences, which scores held-out sentences"),
         (config.checkpoint.monitor in ("val_loss", "train_loss"),
          "checkpoint.monitor must be val_loss or train_loss"),
         (config.checkpoint.monitor == "train_loss" or d.val_fraction > 0,
@@ -97,6 +102,14 @@ def validate_config(config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _is_protocol(context) -> bool:
+    try:
+        evaluation.context_length(context)
+    except ValueError:
+        return False
+    return True
 
 
 def started_matmul_dtype(workdir) -> str | None:

@@ -1,4 +1,4 @@
-"""Training: one jitted step, evaluation, and `train_and_evaluate` (the state: lstm/state.py).
+"""Training: one jitted step and `train_and_evaluate` (evaluation: lstm/evaluation.py; the state: lstm/state.py).
 
 The hot path is functional: the NNX model is split once into a static graph definition and
 its parameters, and the jitted step is a pure function of (state, corpus, window starts). The
@@ -19,10 +19,21 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm import checkpoint, data, distributed, environment, host_memory, regularisers, sample, schedules
+from lstm import checkpoint, data, distributed, environment, host_memory, ngram, regularisers, sample, schedules
+from lstm.evaluation import (
+    LOG2E,
+    batch_windows,
+    check_protocol,
+    evaluate,
+    make_eval_steps,
+    protocol,
+    sequence_loss,
+)
+from lstm.interrupt import StopOnSignals, TrainingInterrupted
 from lstm.logger import MetricLogger
 from lstm.model import ModelConfig
 from lstm.sentences import SentenceWindows
+from lstm.sizing import fit_to_corpus
 from lstm.state import (
     ConfigError,
     TrainState,
@@ -35,8 +46,6 @@ from lstm.state import (
     validate_config,
 )
 
-LOG2E = math.log2(math.e)
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became non-finite); str(e) is one line."""
@@ -48,20 +57,6 @@ def place_state(state: TrainState, mesh) -> TrainState:
     carry = jax.tree.map(
         lambda x: distributed.global_array(np.asarray(x), distributed.batch_sharding(mesh)), state.carry)
     return distributed.put_replicated(state._replace(carry=()), mesh)._replace(carry=carry)
-
-
-def sequence_loss(logits, targets, weights, objective):
-    """Weighted sum of next-character cross-entropy (nats) and the weight it was summed over.
-
-    `last`: one prediction per window (the character after it); otherwise every position.
-    `weights` is one per window [B], or one per position [B, T] (`sentences`: 0 past each
-    sentence's end). The loss is float32 at least (bfloat16 logits are widened; float64 stays)."""
-    if objective == "last":
-        logits = logits[:, -1]
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets)
-    w = weights if weights.ndim == losses.ndim else jnp.broadcast_to(weights[:, None], losses.shape)
-    return jnp.sum(losses * w), jnp.sum(w)
 
 
 def make_train_steps(graphdef, optimizer, config):
@@ -116,67 +111,6 @@ def make_train_steps(graphdef, optimizer, config):
     return train_steps
 
 
-def batch_windows(corpus, starts, seq_len, objective):
-    inputs, targets = schedules.gather_windows(corpus, starts, seq_len, objective)
-    return inputs.astype(jnp.int32), targets.astype(jnp.int32)
-
-
-def make_eval_step(graphdef, seq_len):
-    """Sums over held-out windows of T+1 characters: every position's loss (nats/char) and
-    the last position's (the tutorial's metric: the character after a full window).
-
-    With per-position weights [B, T] (held-out sentences), "every position" is every weighted
-    one and "the last" is each row's last weighted position: a sentence's last character,
-    predicted from the rest of the sentence (for a full window, the tutorial's metric again)."""
-
-    @jax.jit
-    def eval_step(params, corpus, starts, weights):
-        inputs, targets = batch_windows(corpus, starts, seq_len, "all")
-        logits, _ = nnx.merge(graphdef, params)(inputs)
-        all_sum, all_weight = sequence_loss(logits, targets, weights, "all")
-        if weights.ndim == 2:
-            last = jnp.maximum(jnp.sum(weights > 0, axis=1) - 1, 0)[:, None]
-            at_last = lambda x: jnp.take_along_axis(x, last, axis=1)[:, 0]
-            last_sum, last_weight = sequence_loss(jnp.take_along_axis(logits, last[..., None], axis=1),
-                                                  at_last(targets), at_last(weights), "last")
-        else:
-            last_sum, last_weight = sequence_loss(logits, targets[:, -1], weights, "last")
-        return jnp.stack([all_sum, all_weight, last_sum, last_weight])
-
-    return eval_step
-
-
-def evaluate(eval_step, params, corpus, num_tokens, config, mesh, sentences=None) -> dict:
-    """Held-out loss over non-overlapping windows of the tail; with `sentences` (the tail's
-    SentenceWindows, objective `sentences`) over its sentences instead, and the windows' loss
-    beside it as val_window_loss, the measure every other objective reports."""
-    batch = -(-config.eval.batch_size // mesh.size) * mesh.size  # a multiple of the devices
-    shard = distributed.batch_sharding(mesh)
-
-    def totals(batches):
-        sums = np.zeros(4)
-        for chunk, weights in batches:
-            sums += np.asarray(eval_step(params, corpus, distributed.global_array(chunk, shard),
-                                         distributed.global_array(weights, shard)), np.float64)
-        return sums
-
-    starts = schedules.eval_windows(num_tokens, config.data.seq_len)
-    if len(starts) > config.eval.max_windows:  # evenly spaced, so the whole tail is covered
-        starts = starts[np.linspace(0, len(starts) - 1, config.eval.max_windows).astype(int)]
-    windows = totals(schedules.padded_batches(starts, batch))
-    if sentences is None:
-        scored, count = windows, len(starts)
-    else:
-        scored = totals(schedules.sentence_batches(sentences, batch, config.eval.max_windows))
-        count = min(len(sentences), config.eval.max_windows)
-    val_loss, last_loss = scored[0] / scored[1], scored[2] / scored[3]
-    result = {"val_loss": val_loss, "val_bpc": val_loss * LOG2E, "val_last_char_loss": last_loss,
-              "val_windows": count}
-    if sentences is not None:
-        result.update(val_window_loss=windows[0] / windows[1], val_window_last_char_loss=windows[2] / windows[3])
-    return result
-
-
 def prepare_process(config: ml_collections.ConfigDict) -> None:
     """The process-wide setup a training config asks for, which `train_and_evaluate` leaves to
     its caller because it outlives the call: glibc keeping freed host memory
@@ -201,8 +135,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     (best_val_loss, best_step) where the run has held-out text, and the seconds of its wall
     time that evaluation and saving took (eval_s, save_s). Raises DataError, CheckpointError,
     ConfigError or TrainingError with one-line messages for problems the user can fix.
+
+    SIGINT (Ctrl-C) or SIGTERM while it trains: the step in flight finishes, is saved and logged,
+    and TrainingInterrupted (a KeyboardInterrupt) is raised; a second signal raises it at once
+    (lstm/interrupt.py). The previous signal handlers are back when this returns or raises.
     """
     config = upgrade_config(config)
+    config, sized = fit_to_corpus(config)  # rates of -1 (configs/mytext.py): from the text
     validate_config(config)
     cpus = len(jax.devices("cpu"))
     if config.train.cpu_devices > 0 and cpus != config.train.cpu_devices:
@@ -214,6 +153,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     d, t = config.data, config.train
     corpus = data.load_corpus(d)
     vocab = corpus.vocab
+    if corpus.val is not None:
+        try:  # before training: a long run must not fail at its first evaluation
+            check_protocol(config, len(corpus.val))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     sentences = d.objective == "sentences"  # which needs the text, one character per id
     schedule = schedules.make_schedule(d.objective, len(corpus.train), d.seq_len, t.batch_size,
                                        stride=d.stride, seed=config.seed,
@@ -249,6 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     for unreadable, folder in set_aside:
         logger.message(f"checkpoint step {unreadable.step} is unreadable ({unreadable.reason}); "
                        f"moved it to {folder}, resuming from step {step}")
+    if sized:
+        logger.message(sized)
     logger.message(f"{config.name}: {len(corpus.train):,} training characters, vocabulary {len(vocab)}, "
                    f"{steps_per_epoch} steps/epoch, {total_steps} steps"
                    + (f", resuming at step {step}" if step else ""))
@@ -256,16 +202,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         logger.message(f"training: {schedule.sentences.describe()}")
     if val_sentences is not None:
         logger.message(f"held out: {val_sentences.describe()}")
+    yardstick = {}
+    if corpus.val is not None:  # the count model on this very split (lstm/ngram.py; cached)
+        line, yardstick = ngram.beat_this(corpus)
+        logger.message(line)
 
     train_steps = make_train_steps(graphdef, optimizer, config)
-    eval_step = make_eval_step(graphdef, d.seq_len)
+    eval_step = make_eval_steps(graphdef, config)
     everywhere, by_batch = distributed.replicated(mesh), distributed.batch_sharding(mesh, batch_axis=1)
     train_corpus = distributed.global_array(corpus.train, everywhere)
     val_corpus = distributed.global_array(corpus.val, everywhere) if corpus.val is not None else None
     generator = sample.Generator(nnx.merge(graphdef, state.params), vocab, config)
     sample_seed = vocab.decode(np.asarray(corpus.train[:d.seq_len]))
     chars_per_step = t.batch_size * (1 if d.objective == "last" else d.seq_len)
-    pending, last_checked, summary = [], step, {}
+    pending, last_checked, summary = [], step, dict(yardstick)
     # Best-of-run: every evaluation that improves on the held-out best is saved, whatever the
     # save schedule, so the best checkpoint is on disk even in a race that evaluates between
     # its saves. A resumed run starts from the best its checkpoints hold.
@@ -292,7 +242,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
         last_checked = step
         return losses, norms
 
+    stop = StopOnSignals()
     try:
+        stop.install()
         while step < total_steps:
             epoch, in_epoch = divmod(step, steps_per_epoch)
             count = min(t.steps_per_dispatch, steps_per_epoch - in_epoch, total_steps - step)
@@ -311,9 +263,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 jax.block_until_ready(metrics)
                 out_of_time = time.time() - started >= t.time_budget_s
             finished = step >= total_steps or out_of_time
+            stopping = stop.signum is not None and not finished  # a finished run just ends
             eval_due = ((epoch_done and config.eval.every_epoch) or finished
                         or passed_multiple(t.eval_every_steps, step, count))
-            save_due = ((epoch_done and config.checkpoint.every_epoch) or finished
+            save_due = ((epoch_done and config.checkpoint.every_epoch) or finished or stopping
                         or passed_multiple(config.checkpoint.every_steps, step, count))
             improved = False
             log_due = passed_multiple(t.log_every_steps, step, count)
@@ -322,7 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 logger.write({"event": "train", "step": step, "epoch": epoch + 1,
                               "loss": float(losses[-1]), **norms, "elapsed_s": time.time() - started})
                 logger.progress(step, float(losses[-1]), chars_per_step)
-            if epoch_done or (finished and step % steps_per_epoch):
+            if epoch_done or ((finished or stopping) and step % steps_per_epoch):
                 sums = np.asarray([state.epoch_loss_sum, state.epoch_weight_sum])
                 record = {"event": "epoch", "step": step, "epoch": epoch + 1,
                           "train_loss": float(sums[0] / sums[1]), "epoch_complete": bool(epoch_done),
@@ -341,8 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                 if improved:
                     summary.update(best_summary(ev["val_loss"], step))
                 logger.message(f"step {step}: validation {ev['val_loss']:.4f} nats/char "
-                               f"({ev['val_bpc']:.3f} bits/char)" + (
-                                   f"; over windows, as other objectives, {ev['val_window_loss']:.4f}"
+                               f"({ev['val_bpc']:.3f} bits/char, {ev['val_protocol']})" + (
+                                   f"; over {d.seq_len}-character windows {ev['val_window_loss']:.4f}"
                                    if "val_window_loss" in ev else ""))
             if eval_due:
                 logger.plot()
@@ -360,11 +313,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                     metric = summary["val_loss"] if eval_due else None
                 else:  # a partial epoch's loss is not comparable to whole epochs'
                     metric = summary["train_loss"] if epoch_done else None
-                saver.save(step, flatten_state(state), metric=metric, extra={"epoch": epoch + 1})
+                with stop.deferred():  # a second signal waits for the save to finish
+                    saver.save(step, flatten_state(state), metric=metric, extra={"epoch": epoch + 1})
                 save_s += time.time() - save_started
             if out_of_time:
                 logger.message(f"time budget of {t.time_budget_s:.0f} s reached at step {step}")
                 break
+            if stopping:
+                logger.write({"event": "stopped", "step": step, "signal": stop.signum,
+                              "elapsed_s": time.time() - started})
+                raise TrainingInterrupted(stop.signum, step)
         elapsed = time.time() - started
         summary.update({"step": step, "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
         if "best_val_loss" in summary:
@@ -375,8 +333,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             # read as a restart to lstm.analysis.results.training_time).
             logger.write({"event": "best", "step": step, "best_step": summary["best_step"],
                           "val_loss": summary["best_val_loss"], "val_bpc": summary["best_val_bpc"],
+                          "val_protocol": protocol(config),
                           "elapsed_s": elapsed, "eval_s": eval_s, "save_s": save_s})
     finally:
+        stop.restore()
         logger.close()
         saver.close()
     return summary

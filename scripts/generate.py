@@ -60,7 +60,10 @@ def main(argv):
     except BrokenPipeError:  # `| head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no complaint at exit
         sys.exit(0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C while streaming: end the text's line, then say why
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        sys.stderr.write("interrupted\n")
         sys.exit(130)
     except (ValueError, OSError) as error:  # DataError and CheckpointError are ValueErrors
         cli.fail(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)

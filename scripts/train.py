@@ -24,8 +24,10 @@ def main(argv):
     from lstm import train
     config = _CONFIG.value
     workdir = _WORKDIR.value or os.path.join("runs", config.name)
-    with cli.one_line_errors(interrupted="interrupted; run the same command again to resume from "
-                                         "the latest checkpoint"):
+    # Ctrl-C or SIGTERM while training saves the step and exits 130 or 143 with one line
+    # (lstm/interrupt.py); before training starts there is nothing new to save.
+    with cli.one_line_errors(interrupted="interrupted before training started; run the same "
+                                         "command again to start or resume"):
         train.prepare_process(config)  # the allocator, CPU devices, multi-process: this process's, not the library's
         summary = train.train_and_evaluate(config, workdir)
     print(cli.format_summary(summary, workdir))

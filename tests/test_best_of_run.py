@@ -4,7 +4,7 @@ metrics, and the sampler loads it by default; a resumed run remembers the best i
 import numpy as np
 import pytest
 
-from lstm import checkpoint, logger, sample, state, train
+from lstm import checkpoint, evaluation, logger, sample, state, train
 from lstm.analysis import results
 from tests.test_train import final_params, tiny_config
 
@@ -23,7 +23,7 @@ def scripted_evaluations(monkeypatch):
         result = real(*args, **kwargs)
         loss = SCRIPTED[len(calls)]
         calls.append(loss)
-        return {**result, "val_loss": loss, "val_bpc": loss * train.LOG2E}
+        return {**result, "val_loss": loss, "val_bpc": loss * evaluation.LOG2E}
 
     monkeypatch.setattr(train, "evaluate", evaluate)
     return calls

@@ -1,4 +1,4 @@
-"""GPU readiness without a GPU: the training step, the evaluation step and the sampler lower
+"""GPU readiness without a GPU: the training step, the evaluation steps and the sampler lower
 for CUDA on this CPU machine, in float32 and with bfloat16 matmuls.
 
 Lowering runs JAX's CUDA lowering rules and emits StableHLO for the GPU backend without a GPU
@@ -9,9 +9,10 @@ on the first lent GPU. It does not compile for the GPU: XLA's GPU compiler needs
 import jax
 import jax.numpy as jnp
 import pytest
+from flax import nnx
 
 from configs import tiny
-from lstm import sample, train
+from lstm import evaluation, sample, train
 from lstm import state as run_state
 
 GPU = ("cuda",)
@@ -57,8 +58,17 @@ def test_train_and_eval_steps_lower_for_cuda(objective, encoding, matmul_dtype):
                         state, corpus, starts, weights, resets)
     if matmul_dtype == "bfloat16":  # the switch reaches the GPU program, not only the CPU one
         assert "bf16" in text
-    lowered_text(train.make_eval_step(graphdef, config.data.seq_len), state.params, corpus,
+    lowered_text(evaluation.make_eval_step(graphdef, config.data.seq_len), state.params, corpus,
                  starts[0], weights[0])
+
+
+@pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
+def test_the_continuous_evaluation_lowers_for_cuda(matmul_dtype):
+    config = shrunk("all", "embed", matmul_dtype)
+    model = train.build_model(config, VOCAB)
+    graphdef, params = nnx.split(model)
+    lowered_text(evaluation.make_continuous_step(graphdef), params, model.initial_state(4),
+                 jnp.zeros((64,), jnp.uint8), jnp.zeros((4, 9), jnp.int32), jnp.ones((4, 8), jnp.float32))
 
 
 @pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])

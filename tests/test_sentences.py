@@ -15,7 +15,7 @@ from flax import nnx
 
 import lstm
 from configs import tiny
-from lstm import cleaning, data, logger, schedules, train
+from lstm import cleaning, data, evaluation, logger, schedules, train
 from lstm import state as run_state
 from lstm.sample import Generator
 from lstm.sentences import SentenceWindows, split_sentences
@@ -128,7 +128,7 @@ def loss_and_grads(model, inputs, targets, weights, train_mode=False):
     def loss(params):
         logits, _ = nnx.merge(graphdef, params)(jnp.asarray(inputs), train=train_mode,
                                                 dropout_key=jax.random.key(7))
-        total, weight = train.sequence_loss(logits, jnp.asarray(targets), jnp.asarray(weights), "sentences")
+        total, weight = evaluation.sequence_loss(logits, jnp.asarray(targets), jnp.asarray(weights), "sentences")
         return total / weight, logits
 
     (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -166,7 +166,7 @@ def test_padded_positions_get_exactly_zero_gradient():
     logits = jnp.asarray(np.random.default_rng(0).normal(size=targets.shape + (30,)))
 
     def loss(logits):
-        return train.sequence_loss(logits, jnp.asarray(targets), jnp.asarray(weights), "sentences")[0]
+        return evaluation.sequence_loss(logits, jnp.asarray(targets), jnp.asarray(weights), "sentences")[0]
 
     grad = np.asarray(jax.grad(loss)(logits))
     assert np.all(grad[weights == 0] == 0) and np.all(np.abs(grad[weights == 1]).sum(-1) > 0)
@@ -205,7 +205,7 @@ def test_the_padded_batch_scores_like_each_sentence_alone_in_float64():
         def padded_batch_loss(params):
             logits, _ = nnx.merge(graphdef, params)(jnp.asarray(inputs), state)
             assert logits.dtype == jnp.float64
-            return train.sequence_loss(logits, jnp.asarray(targets), jnp.asarray(weights), "sentences")
+            return evaluation.sequence_loss(logits, jnp.asarray(targets), jnp.asarray(weights), "sentences")
 
         total, weight = padded_batch_loss(params)
         pieces = [numpy_sentence_loss(model, ids[s:s + n]) for s, n in zip(starts, lengths)]
@@ -272,7 +272,7 @@ def test_sharded_steps_and_evaluation_equal_one_device(corpus_path):
     process: the device count is fixed when JAX starts), as train_and_evaluate shards them."""
     code = f"""
         import jax, numpy as np
-        from lstm import data, distributed, schedules, train
+        from lstm import data, distributed, evaluation, schedules, train
         from lstm import state as run_state
         from tests.test_sentences import sentences_config
         assert jax.device_count() == 2
@@ -292,8 +292,9 @@ def test_sharded_steps_and_evaluation_equal_one_device(corpus_path):
             state, metrics = train.make_train_steps(graphdef, optimizer, config)(
                 state, ids, distributed.global_array(starts, by_batch), distributed.global_array(weights, by_batch),
                 distributed.global_array(np.array([True, False]), distributed.replicated(mesh)))
-            sums = train.make_eval_step(graphdef, 32)(state.params, ids, distributed.global_array(starts[1], by_row),
-                                                      distributed.global_array(weights[1], by_row))
+            sums = evaluation.make_eval_step(graphdef, 32)(
+                state.params, ids, distributed.global_array(starts[1], by_row),
+                distributed.global_array(weights[1], by_row))
             results.append((np.asarray(metrics["loss"]), np.asarray(sums)))
         (loss_one, sums_one), (loss_two, sums_two) = results
         np.testing.assert_allclose(loss_two, loss_one, rtol=1e-6)

@@ -2,7 +2,7 @@
 
 The tutorial's loss is the mean, over windows, of −log p(character after the window). Split by
 what that character is, it shows where the nats go: `by_character` gives each character's count,
-mean loss and share of the total. docs/results.md uses it to measure what the tutorial's Windows
+mean loss and share of the total. docs/investigations.md uses it to measure what the tutorial's Windows
 line endings are worth: on a `\\r\\n` copy, every "\\n" follows a "\\r", so how cheap those "\\n"
 targets are decides how much lower the tutorial's average could be.
 

@@ -1,6 +1,6 @@
 """Where two runs of one command part, and on what machines (their `environment` records).
 
-Why this matters, and what was measured: lstm/environment.py and docs/results.md,
+Why this matters, and what was measured: lstm/environment.py and docs/investigations.md,
 "Reproducibility"."""
 from __future__ import annotations
 
