@@ -4,7 +4,8 @@ Dense(V), scaled input, every stride-1 window of 100 characters predicting the n
     python scripts/train.py --config=configs/bigger.py
 
 Keras: ≥ 700 s/epoch, best training loss 1.2219 at epoch 47 of 50. Add
---config.data.val_fraction=0.1 for a held-out score.
+--config.data.val_fraction=0.1 --config.checkpoint.monitor=val_loss for a held-out score and
+the best held-out checkpoint (configs/small.py says why both).
 """
 from configs import small
 
