@@ -57,7 +57,7 @@ def reference_loss(model, ids, context_start, targets):
 @pytest.fixture(scope="module")
 def tiny_model():
     rng = np.random.default_rng(4)
-    model = train.build_model(small_config("window"), V)
+    model = state.build_model(small_config("window"), V)
     # Weights far from their small initial ones, so the loss depends on the context: the
     # protocols then differ by far more than the tolerance. Non-zero biases everywhere.
     model.embedding[...] = jnp.asarray(rng.normal(0, 1, model.embedding[...].shape), jnp.float32)
@@ -127,12 +127,13 @@ def test_protocols_on_two_devices_equal_one(corpus_path):
     code = """
         import jax, numpy as np
         from lstm import distributed, evaluation, train
+        from lstm import state as run_state
         from tests.test_evaluation import small_config
         assert jax.device_count() == 2
         ids = np.random.default_rng(0).integers(0, 7, 301).astype(np.int32)
         for context in ("continuous",):
             config = small_config(context)
-            graphdef, _, state = train.init_train_state(config, 7)
+            graphdef, _, state = run_state.init_train_state(config, 7)
             losses = []
             for devices in (jax.devices()[:1], jax.devices()):
                 mesh = distributed.data_mesh(devices)

@@ -65,7 +65,7 @@ def test_train_and_eval_steps_lower_for_cuda(objective, encoding, matmul_dtype):
 @pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
 def test_the_continuous_evaluation_lowers_for_cuda(matmul_dtype):
     config = shrunk("all", "embed", matmul_dtype)
-    model = train.build_model(config, VOCAB)
+    model = run_state.build_model(config, VOCAB)
     graphdef, params = nnx.split(model)
     lowered_text(evaluation.make_continuous_step(graphdef), params, model.initial_state(4),
                  jnp.zeros((64,), jnp.uint8), jnp.zeros((4, 9), jnp.int32), jnp.ones((4, 8), jnp.float32))

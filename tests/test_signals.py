@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from lstm import checkpoint, interrupt, logger, train
+from lstm import checkpoint, interrupt, logger, state, train
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 300  # ~1.5 epochs of the corpus slice: a stop early in the run is mid-epoch
@@ -54,10 +54,10 @@ def replayable(workdir, stopped_at=None):
 
 def params(workdir):
     vocab = json.loads((Path(workdir) / "checkpoints" / "vocab.json").read_text())
-    _, _, target = train.init_train_state(tiny.get_config(), len(vocab["chars"]))
+    _, _, target = state.init_train_state(tiny.get_config(), len(vocab["chars"]))
     saver = checkpoint.Checkpointer(workdir)
     try:
-        _, flat, _ = saver.restore(train.flatten_state(target))
+        _, flat, _ = saver.restore(state.flatten_state(target))
     finally:
         saver.close()
     return {k: np.asarray(v) for k, v in flat.items() if k.startswith(".params")}
@@ -153,9 +153,9 @@ def test_a_second_signal_stops_at_once_and_the_checkpoints_stay_readable(corpus_
         steps = saver.all_steps()
         assert steps
         vocab = json.loads((workdir / "checkpoints" / "vocab.json").read_text())
-        _, _, target = train.init_train_state(tiny.get_config(), len(vocab["chars"]))
+        _, _, target = state.init_train_state(tiny.get_config(), len(vocab["chars"]))
         for step in steps:  # every step on disk verifies against its checksums and loads
-            assert saver.restore(train.flatten_state(target), step)[0] == step
+            assert saver.restore(state.flatten_state(target), step)[0] == step
     finally:
         saver.close()
 

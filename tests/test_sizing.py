@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from configs import alice_30min, mytext, shakespeare_30min
-from lstm import data, sizing, train
+from lstm import cleaning, sizing, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ("dropout", "input_dropout", "embed_dropout", "weight_drop")
@@ -72,7 +72,7 @@ def test_a_config_without_auto_rates_is_returned_as_it_is_without_reading_the_te
 
 @pytest.mark.parametrize("change, error, message", [
     (dict(path=""), sizing.SizingError, "data.path is empty: pass --config.data.path=FILE"),
-    (dict(path="/nonexistent/mine.txt"), data.DataError, "/nonexistent/mine.txt"),
+    (dict(path="/nonexistent/mine.txt"), cleaning.DataError, "/nonexistent/mine.txt"),
     (dict(max_steps=0), sizing.SizingError, "needs train.max_steps > 0"),
 ])
 def test_what_cannot_be_sized_is_one_line(change, error, message, tmp_path):
