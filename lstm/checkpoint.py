@@ -14,23 +14,19 @@ what, so nothing here is gated on the process index except the files Orbax does 
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import logging as std_logging
 import math
 import numbers
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 
 from lstm import files, integrity
+from lstm.orbax_logging import Quietly, quieted
 
 CHECKPOINTS = "checkpoints"
 CONFIG_FILE = "config.json"
@@ -50,68 +46,6 @@ class UnreadableCheckpoint(CheckpointError):
     def __init__(self, directory, step: int, reason: str):
         self.step, self.reason = int(step), reason
         super().__init__(f"checkpoint step {step} in {directory} is unreadable: {reason}")
-
-
-# Orbax logs these when a step's _CHECKPOINT_METADATA is missing or damaged (the last with the
-# whole file's content), then carries on; restore() reports that damage itself, on one line.
-_REPORTED_BY_RESTORE = ("Metadata file does not exist", "Failed to read Metadata file",
-                        "Failed to json parse Metadata file")
-
-
-class _QuietOrbax(std_logging.Filter):
-    """Drops Orbax's INFO chatter (a dozen lines per save), its warning that a save carried
-    no metric, which is how latest-only checkpoints are saved on purpose, and its errors about
-    damage that restore() reports; other warnings pass."""
-
-    def filter(self, record):
-        if f"{os.sep}orbax{os.sep}" not in record.pathname:
-            return True
-        message = record.getMessage()
-        return (
-            record.levelno >= std_logging.WARNING
-            and "provide metrics" not in message
-            and not message.startswith(_REPORTED_BY_RESTORE)
-        )
-
-
-_QUIET_ORBAX = _QuietOrbax()
-_quiet_depth, _quiet_lock = 0, threading.Lock()
-
-
-@contextlib.contextmanager
-def _orbax_quieted():
-    """_QuietOrbax on absl's logger (where Orbax logs) for the duration of a call into Orbax
-    only: the process's logging is as it was once the call returns. Nested calls share it."""
-    global _quiet_depth
-    with _quiet_lock:
-        if _quiet_depth == 0:
-            logging.get_absl_logger().addFilter(_QUIET_ORBAX)
-        _quiet_depth += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0:
-                logging.get_absl_logger().removeFilter(_QUIET_ORBAX)
-
-
-class _Quietly:
-    """An Orbax object whose every method call runs `_orbax_quieted`."""
-
-    def __init__(self, target):
-        self._target = target
-
-    def __getattr__(self, name):
-        value = getattr(self._target, name)
-        if not callable(value):
-            return value
-
-        @functools.wraps(value)
-        def quietly(*args, **kwargs):
-            with _orbax_quieted():
-                return value(*args, **kwargs)
-        return quietly
 
 
 def _metric_of(metrics):
@@ -177,8 +111,8 @@ class Checkpointer:
             create=False,  # the sampler must not litter a mistyped workdir; save() creates it
         )
         # Handlers named up front so item_metadata() works before the first restore.
-        with _orbax_quieted():
-            self._manager = _Quietly(_Manager(
+        with quieted():
+            self._manager = Quietly(_Manager(
                 self.directory,
                 options=options,
                 item_handlers={
