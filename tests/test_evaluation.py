@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -17,6 +16,7 @@ from flax import nnx
 from configs import tiny
 from lstm import data, distributed, evaluation, logger, ngram, state, train
 from tests.numpy_reference import lstm_sequence, to_numpy_gates
+from tests.test_distributed import run_python
 from tests.test_train import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,11 +143,7 @@ def test_protocols_on_two_devices_equal_one(corpus_path):
             np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
         print("ok")
     """
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    assert run_python(code, devices=2).stdout.strip() == "ok"
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -19,6 +19,7 @@ from lstm.cells.gru import GRUState
 from lstm.layer import LSTMCell
 from tests.numpy_reference import gru_sequence, to_numpy_gates
 from tests.test_cell import float64, random_inputs
+from tests.test_variants import check_gradients
 
 B, T, I, H = 3, 4, 5, 6
 
@@ -108,28 +109,7 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(with
         graphdef, params = nnx.split(layer)
         args = (params, jnp.asarray(xs), jnp.asarray(h0))
         derived, plain = gru_losses(graphdef, weights, zone)
-        both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
-                                  jax.value_and_grad(lambda a: plain(*a))(a)))
-        (loss, got), (plain_loss, want) = both(args)
-        np.testing.assert_allclose(loss, plain_loss, rtol=1e-13)
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(args)
-        eps = 1e-6
-        for k, ((path, value), g, w) in enumerate(zip(leaves, jax.tree.leaves(got), jax.tree.leaves(want))):
-            name = jax.tree_util.keystr(path)
-            assert np.abs(np.asarray(w)).max() > 0, name  # every input reaches the loss
-            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12, err_msg=name)
-            value = np.asarray(value)
-            for index in [tuple(rng.integers(0, n) for n in value.shape) for _ in range(3)]:
-                numeric = 0.0
-                for sign in (1, -1):
-                    shifted = value.copy()
-                    shifted[index] += sign * eps
-                    trial = [leaf for _, leaf in leaves]
-                    trial[k] = jnp.asarray(shifted)
-                    numeric += sign * float(both(jax.tree.unflatten(treedef, trial))[0][0]) / (2 * eps)
-                np.testing.assert_allclose(np.asarray(g)[index], numeric, rtol=1e-6, atol=1e-8,
-                                           err_msg=f"{name} {index}")
-
+        check_gradients(derived, plain, args, rng, "gru")
 
 V = 7
 

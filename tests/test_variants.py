@@ -193,27 +193,34 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(cell
         args = (params, jnp.asarray(xs), jnp.asarray(h0), jnp.asarray(c0))
         args += () if fed0 is None else (jnp.asarray(fed0),)
         derived, plain = losses_of(graphdef, weights)
-        both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
-                                  jax.value_and_grad(lambda a: plain(*a))(a)))
-        (loss, got), (plain_loss, want) = both(args)
-        np.testing.assert_allclose(loss, plain_loss, rtol=1e-13)
-        leaves, treedef = jax.tree_util.tree_flatten_with_path(args)
-        eps = 1e-6
-        for k, ((path, value), g, w) in enumerate(zip(leaves, jax.tree.leaves(got), jax.tree.leaves(want))):
-            name = f"{cell} {jax.tree_util.keystr(path)}"
-            assert np.abs(np.asarray(w)).max() > 0, name  # every input reaches the loss
-            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12, err_msg=name)
-            value = np.asarray(value)
-            for index in [tuple(rng.integers(0, n) for n in value.shape) for _ in range(3)]:
-                numeric = 0.0
-                for sign in (1, -1):
-                    shifted = value.copy()
-                    shifted[index] += sign * eps
-                    trial = [leaf for _, leaf in leaves]
-                    trial[k] = jnp.asarray(shifted)
-                    numeric += sign * float(both(jax.tree.unflatten(treedef, trial))[0][0]) / (2 * eps)
-                np.testing.assert_allclose(np.asarray(g)[index], numeric, rtol=1e-6, atol=1e-8,
-                                           err_msg=f"{name} {index}")
+        check_gradients(derived, plain, args, rng, cell)
+
+
+def check_gradients(derived, plain, args, rng, label):
+    """Every entry of the gradient of `derived` (the scan's derived backward) against autodiff of
+    `plain` (a lax.scan of the same step), both float64 losses of the pytree `args`, and three
+    random entries of each leaf against central differences."""
+    both = jax.jit(lambda a: (jax.value_and_grad(lambda a: derived(*a))(a),
+                              jax.value_and_grad(lambda a: plain(*a))(a)))
+    (loss, got), (plain_loss, want) = both(args)
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-13)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(args)
+    eps = 1e-6
+    for k, ((path, value), g, w) in enumerate(zip(leaves, jax.tree.leaves(got), jax.tree.leaves(want))):
+        name = f"{label} {jax.tree_util.keystr(path)}"
+        assert np.abs(np.asarray(w)).max() > 0, name  # every input reaches the loss
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12, err_msg=name)
+        value = np.asarray(value)
+        for index in [tuple(rng.integers(0, n) for n in value.shape) for _ in range(3)]:
+            numeric = 0.0
+            for sign in (1, -1):
+                shifted = value.copy()
+                shifted[index] += sign * eps
+                trial = [leaf for _, leaf in leaves]
+                trial[k] = jnp.asarray(shifted)
+                numeric += sign * float(both(jax.tree.unflatten(treedef, trial))[0][0]) / (2 * eps)
+            np.testing.assert_allclose(np.asarray(g)[index], numeric, rtol=1e-6, atol=1e-8,
+                                       err_msg=f"{name} {index}")
 
 
 @pytest.mark.parametrize("cell", ["peephole", "fgr", "layernorm"])
