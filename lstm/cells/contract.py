@@ -94,7 +94,6 @@ class Cell:
 
     gate_activation: str = "sigmoid"
 
-    name: ClassVar[str] = ""
     gates: ClassVar[tuple] = ()
     extras: ClassVar[dict] = {}
     Carry: ClassVar[type] = NamedTuple
