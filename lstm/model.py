@@ -97,10 +97,9 @@ class ModelConfig:
             if not ok:
                 raise ValueError(message)
         try:  # the cell and the recurrence check their own options
-            self.recurrence()
+            fields = self.recurrence().cell.Carry._fields
         except ValueError as error:
             raise ValueError(f"model.{error}") from None
-        fields = self.recurrence().cell.Carry._fields
         for name in self.zoneout():
             if name not in fields:
                 raise ValueError(f"model.zoneout_{name} needs a cell whose carry has {name}; "
@@ -112,7 +111,7 @@ class ModelConfig:
 
     def zoneout(self) -> dict:
         """{carry field: rate} for the zoneout rates that are on."""
-        rates = {"h": self.zoneout_h, "c": self.zoneout_c}
+        rates = {name: getattr(self, f"zoneout_{name}") for name in ZONEOUT_FIELDS}
         return {name: rate for name, rate in rates.items() if rate}
 
 

@@ -19,17 +19,9 @@ from lstm.cells.gru import GRUState
 from lstm.layer import LSTMCell
 from tests.numpy_reference import gru_sequence, to_numpy_gates
 from tests.test_cell import float64, random_inputs
-from tests.test_variants import check_gradients
+from tests.test_variants import check_gradients, random_cell
 
 B, T, I, H = 3, 4, 5, 6
-
-
-def random_gru(seed=0, dtype=jnp.float32, gate_activation="sigmoid"):
-    layer = LSTMCell(I, H, rngs=nnx.Rngs(seed), param_dtype=dtype, gate_activation=gate_activation, cell="gru")
-    rng = np.random.default_rng(seed + 100)
-    layer.set_gate_params({group: {key: rng.normal(0, 0.5, value.shape) for key, value in pieces.items()}
-                           for group, pieces in layer.gate_params().items()})
-    return layer
 
 
 def test_parameters_and_their_initial_values():
@@ -58,7 +50,7 @@ def run_traced(layer, xs, h0):
 @pytest.mark.parametrize("gate_activation", ["sigmoid", "hard_sigmoid"])
 def test_every_gate_and_h_match_the_equations_in_float64(gate_activation):
     with float64():
-        layer = random_gru(dtype=jnp.float64, gate_activation=gate_activation)
+        layer = random_cell("gru", dtype=jnp.float64, gate_activation=gate_activation)
         xs, h0, _ = random_inputs(dtype=np.float64)
         final, steps = run_traced(layer, xs, h0)
         expected = gru_sequence(to_numpy_gates(layer.gate_params()), xs, h0, gate_activation)
@@ -101,7 +93,7 @@ def test_derived_backward_equals_autodiff_and_finite_differences_in_float64(with
     plain scan, and a few random entries of each against central differences. h_{t-1} reaches
     h_t elementwise (through z) and through W_h: the backward must add both."""
     with float64():
-        layer = random_gru(dtype=jnp.float64)
+        layer = random_cell("gru", dtype=jnp.float64)
         xs, h0, _ = random_inputs(dtype=np.float64)
         rng = np.random.default_rng(5)
         weights = (jnp.asarray(rng.normal(size=(T, B, H))), jnp.asarray(rng.normal(size=(B, H))))
